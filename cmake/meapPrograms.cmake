@@ -1,0 +1,52 @@
+# meapPrograms.cmake: helpers for meap's own tests, examples and benchmarks (never installed).
+
+# meap_configure_program(<target>): warnings, CUDA architectures, and the library it tests.
+function(meap_configure_program target)
+  get_target_property(sources ${target} SOURCES)
+  set(uses_cuda FALSE)
+  foreach(source IN LISTS sources)
+    if(source MATCHES "\\.cu$")
+      set(uses_cuda TRUE)
+    endif()
+  endforeach()
+  if(uses_cuda)
+    target_link_libraries(${target} PRIVATE meap::cuda)
+    set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES "${MEAP_CUDA_ARCHITECTURES}")
+  else()
+    target_link_libraries(${target} PRIVATE meap::meap)
+  endif()
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow>
+    $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra>)
+  if(MEAP_WARNINGS_AS_ERRORS)
+    target_compile_options(${target} PRIVATE
+      $<$<COMPILE_LANGUAGE:CXX>:-Werror>
+      $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings -Xcompiler=-Werror>)
+  endif()
+endfunction()
+
+# meap_add_test(<name> SOURCES <files...> LABELS <labels...>)
+# One Boost.Test executable per area. A test labelled `gpu` exits with 77 when no CUDA device is
+# present, which CTest reports as skipped (never as passed).
+function(meap_add_test name)
+  cmake_parse_arguments(arg "" "" "SOURCES;LABELS" ${ARGN})
+  add_executable(${name} ${arg_SOURCES})
+  meap_configure_program(${name})
+  target_link_libraries(${name} PRIVATE Boost::headers)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES LABELS "${arg_LABELS}" SKIP_RETURN_CODE 77 TIMEOUT 600)
+endfunction()
+
+# meap_add_compile_fail_test(<name> SOURCE <file> REGEX <regex>)
+# Passes when compiling <file> fails with a diagnostic matching <regex>.
+function(meap_add_compile_fail_test name)
+  cmake_parse_arguments(arg "" "SOURCE;REGEX" "" ${ARGN})
+  add_library(${name} OBJECT EXCLUDE_FROM_ALL ${arg_SOURCE})
+  meap_configure_program(${name})
+  add_test(NAME ${name}
+           COMMAND ${CMAKE_COMMAND} --build ${PROJECT_BINARY_DIR} --target ${name} --config $<CONFIG>)
+  # Builds in one tree must not run concurrently.
+  set_tests_properties(${name} PROPERTIES LABELS "cpu;compile" PASS_REGULAR_EXPRESSION "${arg_REGEX}"
+                       RESOURCE_LOCK meap_build_tree TIMEOUT 600)
+endfunction()
