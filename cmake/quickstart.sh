@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The README's quick start: installs what meap needs (Debian packages), builds, and then
+#   bash cmake/quickstart.sh demo   runs the main job (the demo)
+#   bash cmake/quickstart.sh test   runs every test (GPU tests report "skipped" without a GPU)
+# Build directory: build/ (override with MEAP_BUILD_DIR). Safe to run again; it rebuilds only
+# what changed.
+set -euo pipefail
+
+what=${1:-}
+if [[ "$what" != "demo" && "$what" != "test" ]]; then
+  echo "usage: bash cmake/quickstart.sh demo|test" >&2
+  exit 2
+fi
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${MEAP_BUILD_DIR:-$root/build}
+
+# Debian packages: compiler and build tools, Eigen (CPU linear algebra), Boost.Test (tests),
+# nlohmann-json (JSON), gnuplot (the demo's plot).
+packages=(g++ cmake ninja-build libeigen3-dev libboost-test-dev nlohmann-json3-dev gnuplot-nox)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if (( ${#missing[@]} > 0 )); then
+  echo "quickstart: installing ${missing[*]}"
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+jobs=$(nproc 2>/dev/null || echo 2)
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+case "$what" in
+  demo)
+    cmake --build "$build" --target tensor_tour -j "$jobs"
+    "$build/examples/tensor_tour"
+    ;;
+  test)
+    cmake --build "$build" -j "$jobs"
+    ctest --test-dir "$build" --output-on-failure -j "$jobs"
+    ;;
+esac
