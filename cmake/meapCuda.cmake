@@ -27,7 +27,10 @@ endfunction()
 
 # meap_cuda_usage_requirements(<target>): the INTERFACE requirements of meap::cuda.
 function(meap_cuda_usage_requirements target)
-  target_link_libraries(${target} INTERFACE meap::meap CUDA::cudart CUDA::cublasLt)
+  # The CUDA runtime: a target linked by nvcc already gets one, chosen by its CUDA_RUNTIME_LIBRARY
+  # (static by default); adding CUDA::cudart there would put a second runtime in the process.
+  # Targets linked by the host linker (e.g. C++ executables over .cu static libraries) get cudart.
+  target_link_libraries(${target} INTERFACE meap::meap CUDA::cublasLt $<$<NOT:$<LINK_LANGUAGE:CUDA>>:CUDA::cudart>)
   # C++20 in CUDA translation units. CMake 3.25 does not know nvcc's C++20 flag (cuda_std_20 is
   # missing from CMAKE_CUDA_COMPILE_FEATURES), so where the feature is unknown, or CUDA is not
   # enabled yet, the flag is given directly.
