@@ -140,6 +140,10 @@ BOOST_AUTO_TEST_CASE(dtype_names_sizes_and_limits) {
   BOOST_TEST(static_cast<float>(std::numeric_limits<meap::bfloat16>::epsilon()) == std::ldexp(1.0f, -7));
   BOOST_TEST(static_cast<float>(std::numeric_limits<meap::bfloat16>::max()) == 3.38953139e38f);
   BOOST_TEST(std::isinf(static_cast<float>(std::numeric_limits<meap::bfloat16>::infinity())));
+  BOOST_TEST(static_cast<float>(std::numeric_limits<meap::half>::lowest()) == -65504.0f);
+  BOOST_TEST(static_cast<float>(std::numeric_limits<meap::bfloat16>::lowest()) == -3.38953139e38f);
+  BOOST_TEST(static_cast<float>(std::numeric_limits<meap::half>::denorm_min()) == std::ldexp(1.0f, -24));
+  BOOST_TEST(std::isnan(static_cast<float>(std::numeric_limits<meap::half>::quiet_NaN())));
 }
 
 BOOST_AUTO_TEST_CASE(dispatch_maps_dtypes_to_types) {

@@ -154,49 +154,37 @@ using accumulate_t = typename accumulate_type<std::remove_const_t<T>>::type;
 
 }  // namespace meap
 
+namespace meap::detail {
+// std::numeric_limits members for a 16-bit float type, from its bit patterns.
+template <class T, int Digits, int MinExponent, int MaxExponent, bool Iec559, std::uint16_t Min, std::uint16_t Max,
+          std::uint16_t Epsilon, std::uint16_t Infinity, std::uint16_t QuietNaN>
+struct float16_limits {
+  static constexpr bool is_specialized = true;
+  static constexpr bool is_signed = true;
+  static constexpr bool is_integer = false;
+  static constexpr bool is_exact = false;
+  static constexpr bool has_infinity = true;
+  static constexpr bool has_quiet_NaN = true;
+  static constexpr bool is_iec559 = Iec559;
+  static constexpr int digits = Digits;
+  static constexpr int radix = 2;
+  static constexpr int min_exponent = MinExponent;
+  static constexpr int max_exponent = MaxExponent;
+  static constexpr T min() noexcept { return T::from_bits(Min); }
+  static constexpr T max() noexcept { return T::from_bits(Max); }
+  static constexpr T lowest() noexcept { return T::from_bits(static_cast<std::uint16_t>(Max | 0x8000u)); }
+  static constexpr T epsilon() noexcept { return T::from_bits(Epsilon); }
+  static constexpr T infinity() noexcept { return T::from_bits(Infinity); }
+  static constexpr T quiet_NaN() noexcept { return T::from_bits(QuietNaN); }
+  static constexpr T denorm_min() noexcept { return T::from_bits(0x0001); }
+};
+}  // namespace meap::detail
+
 // numeric_limits for the 16-bit floats, so generic code can ask for lowest(), infinity(), ...
 template <>
-class std::numeric_limits<meap::half> {
- public:
-  static constexpr bool is_specialized = true;
-  static constexpr bool is_signed = true;
-  static constexpr bool is_integer = false;
-  static constexpr bool is_exact = false;
-  static constexpr bool has_infinity = true;
-  static constexpr bool has_quiet_NaN = true;
-  static constexpr bool is_iec559 = true;
-  static constexpr int digits = 11;
-  static constexpr int radix = 2;
-  static constexpr int min_exponent = -13;
-  static constexpr int max_exponent = 16;
-  static constexpr meap::half min() noexcept { return meap::half::from_bits(0x0400); }
-  static constexpr meap::half max() noexcept { return meap::half::from_bits(0x7bff); }
-  static constexpr meap::half lowest() noexcept { return meap::half::from_bits(0xfbff); }
-  static constexpr meap::half epsilon() noexcept { return meap::half::from_bits(0x1400); }
-  static constexpr meap::half infinity() noexcept { return meap::half::from_bits(0x7c00); }
-  static constexpr meap::half quiet_NaN() noexcept { return meap::half::from_bits(0x7e00); }
-  static constexpr meap::half denorm_min() noexcept { return meap::half::from_bits(0x0001); }
-};
+class std::numeric_limits<meap::half>
+    : public meap::detail::float16_limits<meap::half, 11, -13, 16, true, 0x0400, 0x7bff, 0x1400, 0x7c00, 0x7e00> {};
 
 template <>
-class std::numeric_limits<meap::bfloat16> {
- public:
-  static constexpr bool is_specialized = true;
-  static constexpr bool is_signed = true;
-  static constexpr bool is_integer = false;
-  static constexpr bool is_exact = false;
-  static constexpr bool has_infinity = true;
-  static constexpr bool has_quiet_NaN = true;
-  static constexpr bool is_iec559 = false;
-  static constexpr int digits = 8;
-  static constexpr int radix = 2;
-  static constexpr int min_exponent = -125;
-  static constexpr int max_exponent = 128;
-  static constexpr meap::bfloat16 min() noexcept { return meap::bfloat16::from_bits(0x0080); }
-  static constexpr meap::bfloat16 max() noexcept { return meap::bfloat16::from_bits(0x7f7f); }
-  static constexpr meap::bfloat16 lowest() noexcept { return meap::bfloat16::from_bits(0xff7f); }
-  static constexpr meap::bfloat16 epsilon() noexcept { return meap::bfloat16::from_bits(0x3c00); }
-  static constexpr meap::bfloat16 infinity() noexcept { return meap::bfloat16::from_bits(0x7f80); }
-  static constexpr meap::bfloat16 quiet_NaN() noexcept { return meap::bfloat16::from_bits(0x7fc0); }
-  static constexpr meap::bfloat16 denorm_min() noexcept { return meap::bfloat16::from_bits(0x0001); }
-};
+class std::numeric_limits<meap::bfloat16>
+    : public meap::detail::float16_limits<meap::bfloat16, 8, -125, 128, false, 0x0080, 0x7f7f, 0x3c00, 0x7f80, 0x7fc0> {};
