@@ -1,0 +1,317 @@
+// meap/kernels/cpu/attention.hpp: causal attention on the host, flash-attention style.
+//
+// These are the implementations behind <meap/kernels/attention.hpp>; they trust their inputs
+// (the front door checks them). Every array is contiguous and already in the accumulate type A
+// (float or double): the front door converts half / bfloat16 tensors to float first.
+//
+// Work is split into query blocks of `block_q` rows and key blocks of `block_k` columns. A block
+// of scores S = scale * Q_i K_j^T is one Eigen GEMM on row-major maps over the strided head
+// slices; the softmax is online (running max m and sum l per row), so no T x T matrix exists.
+// Parallelism: OpenMP over (batch, head, query block) for the forward pass and dQ, over
+// (batch, kv head, key block) for dK and dV, so no two threads ever write the same element.
+#pragma once
+
+#include <meap/core/dims.hpp>
+#include <meap/kernels/cpu/parallel.hpp>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace meap::detail::cpu_impl {
+
+template <class A>
+using row_matrix = Eigen::Matrix<A, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class A>
+using const_rows = Eigen::Map<const row_matrix<A>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <class A>
+using mutable_rows = Eigen::Map<row_matrix<A>, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+struct attention_shape {
+  index_t batch = 0;     // B
+  index_t length = 0;    // T
+  index_t q_heads = 0;   // Hq
+  index_t kv_heads = 0;  // Hkv
+  index_t head_dim = 0;  // D
+
+  index_t group() const { return q_heads / kv_heads; }
+};
+
+// 64 x 64 score blocks: Q_i (64 x D <= 256) and the two key blocks stay in L2 and the GEMMs are
+// still big enough for Eigen's packed kernels.
+inline constexpr index_t attention_block_q = 64;
+inline constexpr index_t attention_block_k = 64;
+
+// Which (query, key) pairs of a block may interact: causal, and same segment when ids are given.
+struct attention_mask {
+  const std::int32_t* segments = nullptr;  // (T) for this batch row, or nullptr
+
+  bool allowed(index_t query, index_t key) const {
+    return key <= query && (segments == nullptr || segments[key] == segments[query]);
+  }
+  // True when some pair of the block [i0, i0 + nq) x [j0, j0 + nk) is allowed.
+  bool any(index_t i0, index_t nq, index_t j0, index_t nk) const {
+    if (j0 > i0 + nq - 1) return false;
+    if (segments == nullptr) return true;
+    for (index_t r = 0; r < nq; ++r)
+      for (index_t c = 0; c < nk && j0 + c <= i0 + r; ++c)
+        if (segments[j0 + c] == segments[i0 + r]) return true;
+    return false;
+  }
+  // True when every pair is allowed, so the block needs no masking at all.
+  bool all(index_t i0, index_t nq, index_t j0, index_t nk) const {
+    if (j0 + nk - 1 > i0) return false;
+    if (segments == nullptr) return true;
+    const std::int32_t id = segments[i0];
+    for (index_t t = j0; t < i0 + nq; ++t)
+      if (segments[t] != id) return false;
+    return true;
+  }
+};
+
+// P = exp(S - shift_r) on the allowed pairs and exactly 0 elsewhere. Entries that are masked are
+// first pushed to -inf so a caller's row max ignores them; they are zeroed again after exp()
+// because Eigen's vectorized exp clamps its argument and would leave a tiny positive value.
+template <class Block>
+void mask_to_minus_infinity(Block& s, const attention_mask& mask, index_t i0, index_t j0) {
+  using A = typename Block::Scalar;
+  for (index_t r = 0; r < s.rows(); ++r)
+    for (index_t c = 0; c < s.cols(); ++c)
+      if (!mask.allowed(i0 + r, j0 + c)) s(r, c) = -std::numeric_limits<A>::infinity();
+}
+template <class Block>
+void zero_masked(Block& p, const attention_mask& mask, index_t i0, index_t j0) {
+  for (index_t r = 0; r < p.rows(); ++r)
+    for (index_t c = 0; c < p.cols(); ++c)
+      if (!mask.allowed(i0 + r, j0 + c)) p(r, c) = 0;
+}
+
+// Forward pass. With `v` and `out` null it computes only the log-sum-exp (the probe needs it).
+// q: (B, T, Hq, D)  k, v: (B, T, Hkv, D)  segments: (B, T) or null
+// out: (B, T, Hq, D)  lse: (B, Hq, T), natural log of sum_k exp(scale * q.k) over allowed keys
+template <class A>
+void attention_forward(const attention_shape& s, const A* q, const A* k, const A* v,
+                       const std::int32_t* segments, A scale, A* out, A* lse) {
+  const index_t T = s.length, D = s.head_dim, Hq = s.q_heads, Hkv = s.kv_heads;
+  const index_t q_blocks = (T + attention_block_q - 1) / attention_block_q;
+  const index_t tasks = s.batch * Hq * q_blocks;
+  const bool with_values = v != nullptr;
+  MEAP_OMP(omp parallel)
+  {
+    row_matrix<A> scores(attention_block_q, attention_block_k);
+    row_matrix<A> acc(attention_block_q, with_values ? D : 1);
+    std::vector<A> m(attention_block_q), l(attention_block_q);
+    // Dynamic scheduling, latest (most expensive) query blocks first: causal rows cost ~ i.
+    MEAP_OMP(omp for schedule(dynamic, 1))
+    for (index_t task = 0; task < tasks; ++task) {
+      const index_t qb = q_blocks - 1 - task % q_blocks;
+      const index_t h = (task / q_blocks) % Hq;
+      const index_t b = task / (q_blocks * Hq);
+      const index_t hk = h / s.group();
+      const index_t i0 = qb * attention_block_q;
+      const index_t nq = std::min(attention_block_q, T - i0);
+      const attention_mask mask{segments != nullptr ? segments + b * T : nullptr};
+      const const_rows<A> qi(q + ((b * T + i0) * Hq + h) * D, nq, D, Eigen::OuterStride<>(Hq * D));
+      std::fill(m.begin(), m.end(), -std::numeric_limits<A>::infinity());
+      std::fill(l.begin(), l.end(), A(0));
+      if (with_values) acc.topRows(nq).setZero();
+      for (index_t j0 = 0; j0 < i0 + nq; j0 += attention_block_k) {
+        const index_t nk = std::min(attention_block_k, i0 + nq - j0);
+        if (!mask.any(i0, nq, j0, nk)) continue;
+        const bool full = mask.all(i0, nq, j0, nk);
+        const const_rows<A> kj(k + ((b * T + j0) * Hkv + hk) * D, nk, D, Eigen::OuterStride<>(Hkv * D));
+        auto sb = scores.topLeftCorner(nq, nk);
+        sb.noalias() = scale * (qi * kj.transpose());
+        if (!full) mask_to_minus_infinity(sb, mask, i0, j0);
+        for (index_t r = 0; r < nq; ++r) {
+          const A block_max = sb.row(r).maxCoeff();
+          if (block_max == -std::numeric_limits<A>::infinity()) {  // nothing allowed in this row yet
+            sb.row(r).setZero();
+            continue;
+          }
+          const A m_new = std::max(m[r], block_max);
+          const A alpha = std::exp(m[r] - m_new);  // exp(-inf) = 0 on the first allowed block
+          sb.row(r) = (sb.row(r).array() - m_new).exp().matrix();
+          if (!full)
+            for (index_t c = 0; c < nk; ++c)
+              if (!mask.allowed(i0 + r, j0 + c)) sb(r, c) = 0;
+          l[r] = alpha * l[r] + sb.row(r).sum();
+          m[r] = m_new;
+          if (with_values && alpha != A(1)) acc.row(r) *= alpha;
+        }
+        if (with_values) {
+          const const_rows<A> vj(v + ((b * T + j0) * Hkv + hk) * D, nk, D, Eigen::OuterStride<>(Hkv * D));
+          acc.topRows(nq).noalias() += sb * vj;
+        }
+      }
+      // Every query may attend to itself, so l > 0 and m is finite for every row.
+      for (index_t r = 0; r < nq; ++r) lse[(b * Hq + h) * T + i0 + r] = m[r] + std::log(l[r]);
+      if (with_values) {
+        mutable_rows<A> oi(out + ((b * T + i0) * Hq + h) * D, nq, D, Eigen::OuterStride<>(Hq * D));
+        for (index_t r = 0; r < nq; ++r) oi.row(r) = acc.row(r) / l[r];
+      }
+    }
+  }
+}
+
+// delta[b, h, t] = sum_d dO[b, t, h, d] * O[b, t, h, d]   (B, Hq, T)
+template <class A>
+void attention_delta(const attention_shape& s, const A* out, const A* d_out, A* delta) {
+  const index_t T = s.length, D = s.head_dim, Hq = s.q_heads;
+  const index_t rows = s.batch * T * Hq;
+  MEAP_OMP(omp parallel for schedule(static))
+  for (index_t row = 0; row < rows; ++row) {  // row = (b * T + t) * Hq + h
+    const index_t h = row % Hq, t = (row / Hq) % T, b = row / (Hq * T);
+    A sum = 0;
+    for (index_t d = 0; d < D; ++d) sum += d_out[row * D + d] * out[row * D + d];
+    delta[(b * Hq + h) * T + t] = sum;
+  }
+}
+
+// One (query block, key block) tile of the backward pass, recomputed from lse:
+//   P = exp(scale * Q K^T - lse) (masked), dP = dO V^T, dS = P o (dP - delta).
+template <class A>
+struct attention_tile {
+  row_matrix<A> p{attention_block_q, attention_block_k};
+  row_matrix<A> ds{attention_block_q, attention_block_k};
+
+  template <class Q, class K, class V, class DO>
+  void compute(const Q& qi, const K& kj, const V& vj, const DO& doi, const A* lse_i, const A* delta_i, A scale,
+               const attention_mask& mask, index_t i0, index_t j0) {
+    const index_t nq = qi.rows(), nk = kj.rows();
+    auto pb = p.topLeftCorner(nq, nk);
+    auto dsb = ds.topLeftCorner(nq, nk);
+    pb.noalias() = scale * (qi * kj.transpose());
+    for (index_t r = 0; r < nq; ++r) pb.row(r) = (pb.row(r).array() - lse_i[r]).exp().matrix();
+    if (!mask.all(i0, nq, j0, nk)) zero_masked(pb, mask, i0, j0);
+    dsb.noalias() = doi * vj.transpose();
+    for (index_t r = 0; r < nq; ++r)
+      dsb.row(r) = (pb.row(r).array() * (dsb.row(r).array() - delta_i[r])).matrix();
+  }
+};
+
+// Backward pass: dq (B, T, Hq, D), dk and dv (B, T, Hkv, D), each overwritten. dk and dv sum over
+// the Hq / Hkv query heads that share a kv head.
+//   dV_j = sum_i P_ij^T dO_i      dQ_i = scale * sum_j dS_ij K_j      dK_j = scale * sum_i dS_ij^T Q_i
+template <class A>
+void attention_backward(const attention_shape& s, const A* q, const A* k, const A* v, const A* out, const A* lse,
+                        const A* d_out, const std::int32_t* segments, A scale, A* dq, A* dk, A* dv) {
+  const index_t B = s.batch, T = s.length, D = s.head_dim, Hq = s.q_heads, Hkv = s.kv_heads;
+  std::vector<A> delta(static_cast<std::size_t>(B * Hq * T));
+  attention_delta(s, out, d_out, delta.data());
+  const index_t q_blocks = (T + attention_block_q - 1) / attention_block_q;
+  const index_t k_blocks = (T + attention_block_k - 1) / attention_block_k;
+  const Eigen::OuterStride<> q_stride(Hq * D), kv_stride(Hkv * D);
+  MEAP_OMP(omp parallel)
+  {
+    attention_tile<A> tile;
+    row_matrix<A> acc_q(attention_block_q, D), acc_k(attention_block_k, D), acc_v(attention_block_k, D);
+
+    // dQ: one task per (b, h, query block), looping over the key blocks it sees.
+    MEAP_OMP(omp for schedule(dynamic, 1) nowait)
+    for (index_t task = 0; task < B * Hq * q_blocks; ++task) {
+      const index_t qb = q_blocks - 1 - task % q_blocks;
+      const index_t h = (task / q_blocks) % Hq;
+      const index_t b = task / (q_blocks * Hq);
+      const index_t hk = h / s.group();
+      const index_t i0 = qb * attention_block_q, nq = std::min(attention_block_q, T - i0);
+      const attention_mask mask{segments != nullptr ? segments + b * T : nullptr};
+      const index_t q_offset = ((b * T + i0) * Hq + h) * D;
+      const const_rows<A> qi(q + q_offset, nq, D, q_stride), doi(d_out + q_offset, nq, D, q_stride);
+      const A* lse_i = lse + (b * Hq + h) * T + i0;
+      const A* delta_i = delta.data() + (b * Hq + h) * T + i0;
+      auto acc = acc_q.topRows(nq);
+      acc.setZero();
+      for (index_t j0 = 0; j0 < i0 + nq; j0 += attention_block_k) {
+        const index_t nk = std::min(attention_block_k, i0 + nq - j0);
+        if (!mask.any(i0, nq, j0, nk)) continue;
+        const index_t kv_offset = ((b * T + j0) * Hkv + hk) * D;
+        const const_rows<A> kj(k + kv_offset, nk, D, kv_stride), vj(v + kv_offset, nk, D, kv_stride);
+        tile.compute(qi, kj, vj, doi, lse_i, delta_i, scale, mask, i0, j0);
+        acc.noalias() += tile.ds.topLeftCorner(nq, nk) * kj;
+      }
+      mutable_rows<A>(dq + q_offset, nq, D, q_stride) = scale * acc;
+    }
+
+    // dK, dV: one task per (b, kv head, key block), looping over the query heads of its group and
+    // the query blocks at or after it.
+    MEAP_OMP(omp for schedule(dynamic, 1))
+    for (index_t task = 0; task < B * Hkv * k_blocks; ++task) {
+      const index_t kb = task % k_blocks;  // earliest key blocks see the most queries: first
+      const index_t hk = (task / k_blocks) % Hkv;
+      const index_t b = task / (k_blocks * Hkv);
+      const index_t j0 = kb * attention_block_k, nk = std::min(attention_block_k, T - j0);
+      const attention_mask mask{segments != nullptr ? segments + b * T : nullptr};
+      const index_t kv_offset = ((b * T + j0) * Hkv + hk) * D;
+      const const_rows<A> kj(k + kv_offset, nk, D, kv_stride), vj(v + kv_offset, nk, D, kv_stride);
+      auto ak = acc_k.topRows(nk);
+      auto av = acc_v.topRows(nk);
+      ak.setZero();
+      av.setZero();
+      for (index_t h = hk * s.group(); h < (hk + 1) * s.group(); ++h) {
+        for (index_t i0 = (j0 / attention_block_q) * attention_block_q; i0 < T; i0 += attention_block_q) {
+          const index_t nq = std::min(attention_block_q, T - i0);
+          if (!mask.any(i0, nq, j0, nk)) continue;
+          const index_t q_offset = ((b * T + i0) * Hq + h) * D;
+          const const_rows<A> qi(q + q_offset, nq, D, q_stride), doi(d_out + q_offset, nq, D, q_stride);
+          tile.compute(qi, kj, vj, doi, lse + (b * Hq + h) * T + i0, delta.data() + (b * Hq + h) * T + i0, scale,
+                       mask, i0, j0);
+          av.noalias() += tile.p.topLeftCorner(nq, nk).transpose() * doi;
+          ak.noalias() += tile.ds.topLeftCorner(nq, nk).transpose() * qi;
+        }
+      }
+      mutable_rows<A>(dk + kv_offset, nk, D, kv_stride) = scale * ak;
+      mutable_rows<A>(dv + kv_offset, nk, D, kv_stride) = av;
+    }
+  }
+}
+
+// Probe: P[b, h, i, j] = exp(scale * q_i.k_j - lse_i) on allowed pairs, 0 elsewhere.
+// probabilities: (B, Hq, T, T) or null; key_mass: (B, Hq, T) = sum_i P[b, h, i, j], or null.
+template <class A>
+void attention_probe(const attention_shape& s, const A* q, const A* k, const std::int32_t* segments, A scale,
+                     A* probabilities, A* key_mass) {
+  const index_t B = s.batch, T = s.length, D = s.head_dim, Hq = s.q_heads, Hkv = s.kv_heads;
+  std::vector<A> lse(static_cast<std::size_t>(B * Hq * T));
+  attention_forward<A>(s, q, k, nullptr, segments, scale, nullptr, lse.data());
+  const index_t k_blocks = (T + attention_block_k - 1) / attention_block_k;
+  const Eigen::OuterStride<> q_stride(Hq * D), kv_stride(Hkv * D);
+  // One task per (b, h, key block): it owns those key columns, so column sums need no atomics.
+  MEAP_OMP(omp parallel)
+  {
+    row_matrix<A> p(attention_block_q, attention_block_k);
+    MEAP_OMP(omp for schedule(dynamic, 1))
+    for (index_t task = 0; task < B * Hq * k_blocks; ++task) {
+      const index_t kb = task % k_blocks, h = (task / k_blocks) % Hq, b = task / (k_blocks * Hq);
+      const index_t hk = h / s.group();
+      const index_t j0 = kb * attention_block_k, nk = std::min(attention_block_k, T - j0);
+      const attention_mask mask{segments != nullptr ? segments + b * T : nullptr};
+      const const_rows<A> kj(k + ((b * T + j0) * Hkv + hk) * D, nk, D, kv_stride);
+      A* mass = key_mass != nullptr ? key_mass + (b * Hq + h) * T + j0 : nullptr;
+      if (mass != nullptr) std::fill(mass, mass + nk, A(0));
+      for (index_t i0 = 0; i0 < T; i0 += attention_block_q) {
+        const index_t nq = std::min(attention_block_q, T - i0);
+        auto pb = p.topLeftCorner(nq, nk);
+        if (!mask.any(i0, nq, j0, nk)) {
+          pb.setZero();
+        } else {
+          const const_rows<A> qi(q + ((b * T + i0) * Hq + h) * D, nq, D, q_stride);
+          pb.noalias() = scale * (qi * kj.transpose());
+          const A* lse_i = lse.data() + (b * Hq + h) * T + i0;
+          for (index_t r = 0; r < nq; ++r) pb.row(r) = (pb.row(r).array() - lse_i[r]).exp().matrix();
+          if (!mask.all(i0, nq, j0, nk)) zero_masked(pb, mask, i0, j0);
+        }
+        if (mass != nullptr)
+          for (index_t c = 0; c < nk; ++c) mass[c] += pb.col(c).sum();
+        if (probabilities != nullptr)
+          mutable_rows<A>(probabilities + ((b * Hq + h) * T + i0) * T + j0, nq, nk, Eigen::OuterStride<>(T)) = pb;
+      }
+    }
+  }
+}
+
+}  // namespace meap::detail::cpu_impl
