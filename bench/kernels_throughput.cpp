@@ -9,6 +9,8 @@
 // Usage: bench_kernels [T, default 1024]
 #include <meap/meap.hpp>
 
+#include "support/timing.hpp"
+
 #include <Eigen/Core>
 
 #include <chrono>
@@ -24,17 +26,7 @@ using meap::cpu;
 using meap::dims;
 using meap::index_t;
 
-template <class F>
-double best_seconds(int repeats, F&& f) {
-  double best = 1e30;
-  for (int r = 0; r < repeats; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    f();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (s < best) best = s;
-  }
-  return best;
-}
+using meap_bench::best_seconds;
 
 volatile float sink;
 
@@ -96,13 +88,13 @@ void naive_attention(index_t T, index_t Hq, index_t Hkv, index_t D, const float*
 double naive_cross_entropy(index_t N, index_t d, index_t V, const float* h, const float* w, const std::int32_t* labels,
                            float* dh, float* dw) {
   index_t selected = 0;
-  for (index_t n = 0; n < N; ++n) selected += labels[n] != meap::ignore_label;
+  for (index_t n = 0; n < N; ++n) selected += labels[n] != meap::ignore_index;
   std::fill(dh, dh + N * d, 0.0f);
   std::fill(dw, dw + V * d, 0.0f);
   std::vector<float> z(static_cast<std::size_t>(V));
   double loss = 0;
   for (index_t n = 0; n < N; ++n) {
-    if (labels[n] == meap::ignore_label) continue;
+    if (labels[n] == meap::ignore_index) continue;
     float mx = -INFINITY;
     for (index_t j = 0; j < V; ++j) {
       float s = 0;
@@ -182,7 +174,7 @@ int main(int argc, char** argv) {
   random_fill(weight.data(), index_t(weight.size()), rng, 0.05f);
   std::vector<std::int32_t> labels(N);
   std::uniform_int_distribution<std::int32_t> label(0, std::int32_t(V - 1));
-  for (index_t i = 0; i < N; ++i) labels[i] = i % 2 == 0 ? label(rng) : meap::ignore_label;
+  for (index_t i = 0; i < N; ++i) labels[i] = i % 2 == 0 ? label(rng) : meap::ignore_index;
   const index_t selected = N / 2;
   const meap::cpu_view<const float> hv(hidden.data(), dims{N, width}), wv(weight.data(), dims{V, width});
   const meap::cpu_view<const std::int32_t> lv(labels.data(), dims{N});

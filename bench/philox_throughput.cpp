@@ -3,6 +3,8 @@
 // Single thread; both measured in this run. Usage: bench_philox [words, default 2^26]
 #include <meap/meap.hpp>
 
+#include "support/timing.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -11,17 +13,7 @@
 
 namespace {
 
-template <class F>
-double best_seconds(int repeats, F&& f) {
-  double best = 1e30;
-  for (int r = 0; r < repeats; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    f();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (s < best) best = s;
-  }
-  return best;
-}
+using meap_bench::best_seconds;
 
 volatile std::uint32_t sink;
 

@@ -9,3 +9,4 @@
 
 #include <meap/core/cuda/runtime.hpp>
 #include <meap/core/cuda/tensor.hpp>
+#include <meap/masking/cuda/apply.hpp>

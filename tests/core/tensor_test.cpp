@@ -4,6 +4,8 @@
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include "support/errors.hpp"
+
 #include <cstdint>
 #include <numeric>
 #include <string>
@@ -11,24 +13,10 @@
 
 namespace {
 
-using element_types = boost::mpl::list<float, double, meap::half, meap::bfloat16, std::int32_t, std::uint16_t>;
+using element_types =
+    boost::mpl::list<float, double, meap::half, meap::bfloat16, std::int32_t, std::uint16_t, std::uint8_t, std::int8_t>;
 
-// Passes when the error names `argument` and its message contains every fragment.
-auto error_says(std::string argument, std::vector<std::string> fragments) {
-  return [argument = std::move(argument), fragments = std::move(fragments)](const meap::error& e) {
-    const std::string what = e.what();
-    if (e.argument() != argument) {
-      BOOST_TEST_MESSAGE("argument was '" << e.argument() << "', expected '" << argument << "': " << what);
-      return false;
-    }
-    for (const auto& fragment : fragments)
-      if (what.find(fragment) == std::string::npos) {
-        BOOST_TEST_MESSAGE("message lacks '" << fragment << "': " << what);
-        return false;
-      }
-    return true;
-  };
-}
+using meap_test::error_says;
 
 }  // namespace
 

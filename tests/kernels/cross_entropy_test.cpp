@@ -46,7 +46,7 @@ std::vector<std::int32_t> random_labels(std::mt19937& rng, index_t N, index_t V,
   std::uniform_int_distribution<std::int32_t> label(0, static_cast<std::int32_t>(V - 1));
   std::bernoulli_distribution ignore(ignored_fraction);
   std::vector<std::int32_t> labels(static_cast<std::size_t>(N));
-  for (auto& y : labels) y = ignore(rng) ? meap::ignore_label : label(rng);
+  for (auto& y : labels) y = ignore(rng) ? meap::ignore_index : label(rng);
   return labels;
 }
 
@@ -108,7 +108,7 @@ void check_fused(std::mt19937& rng, index_t N, index_t d, index_t V, double eps,
     BOOST_TEST(relative_error(scaled(to_double(d_hidden.data(), d_hidden.numel()), n), scaled(dh, n)) <= tolerance<T>::grad);
     BOOST_TEST(relative_error(scaled(to_double(d_weight.data(), d_weight.numel()), n), scaled(dw, n)) <= tolerance<T>::grad);
     for (index_t r = 0; r < N; ++r)  // ignored rows get exactly zero gradient
-      if (labels[static_cast<std::size_t>(r)] == meap::ignore_label)
+      if (labels[static_cast<std::size_t>(r)] == meap::ignore_index)
         for (index_t c = 0; c < d; ++c) BOOST_TEST(static_cast<double>(d_hidden.data()[r * d + c]) == 0.0);
   }
 }
@@ -179,7 +179,7 @@ BOOST_AUTO_TEST_CASE(fused_matches_plain_on_logits) {
 // No selected row: the loss is defined as 0, gradients are exactly 0, nothing is NaN.
 BOOST_AUTO_TEST_CASE(all_labels_ignored) {
   const index_t N = 4, d = 3, V = 5;
-  const std::vector<std::int32_t> labels(N, meap::ignore_label);
+  const std::vector<std::int32_t> labels(N, meap::ignore_index);
   const meap::cpu_view<const std::int32_t> label_view(labels.data(), dims{N});
   const auto hidden = meap::full<float>(cpu{}, dims{N, d}, 1.0f), weight = meap::full<float>(cpu{}, dims{V, d}, 2.0f);
   auto dh = meap::full<float>(cpu{}, dims{N, d}, NAN), dw = meap::full<float>(cpu{}, dims{V, d}, NAN);

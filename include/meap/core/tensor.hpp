@@ -37,7 +37,7 @@ class tensor {
     index_t count = 1;
     for (int i = 0; i < shape.rank(); ++i)
       if (__builtin_mul_overflow(count, shape[i], &count) ||
-          count > static_cast<index_t>(std::numeric_limits<std::size_t>::max() / sizeof(T)))
+          static_cast<std::size_t>(count) > std::numeric_limits<std::size_t>::max() / sizeof(T))
         throw_argument_error("meap::tensor", "shape", to_string(shape), "a size whose byte count fits in size_t");
     data_ = static_cast<T*>(device_traits<Device>::allocate(device_, bytes()));
     where_ = device_traits<Device>::location(device_);

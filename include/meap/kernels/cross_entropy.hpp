@@ -1,7 +1,7 @@
 // meap/kernels/cross_entropy.hpp: selective cross-entropy, plain (from logits) and fused with the
 // LM head (from hidden states and the head weight, never materializing the N x V logits).
 //
-//   logits: (N, V)   hidden: (N, d)   weight: (V, d)   labels: (N) int32, ignore_label = -100
+//   logits: (N, V)   hidden: (N, d)   weight: (V, d)   labels: (N) int32, ignore_index = -100
 //
 // The loss is the mean over the selected rows (label != -100) of
 //   (1 - eps) (L - z_y) + eps (L - mean_j z_j) + lambda L^2,   L = log sum_j exp z_j,
@@ -19,6 +19,7 @@
 #include <meap/core/dims.hpp>
 #include <meap/core/dtype.hpp>
 #include <meap/core/error.hpp>
+#include <meap/core/labels.hpp>
 #include <meap/core/tensor_view.hpp>
 #include <meap/kernels/cpu/convert.hpp>
 #include <meap/kernels/cpu/cross_entropy.hpp>
@@ -32,8 +33,6 @@
 
 namespace meap {
 
-// Labels equal to this take no part in the loss (PyTorch's convention).
-inline constexpr std::int32_t ignore_label = -100;
 
 struct cross_entropy_options {
   double label_smoothing = 0.0;  // eps in [0, 1)
@@ -42,7 +41,7 @@ struct cross_entropy_options {
 
 struct cross_entropy_result {
   double loss = 0.0;    // mean over selected rows; 0 when none is selected
-  index_t selected = 0; // rows whose label is not ignore_label
+  index_t selected = 0; // rows whose label is not ignore_index
 };
 
 namespace detail {
@@ -54,12 +53,12 @@ inline void check_cross_entropy_options(std::string_view function, const cross_e
                  "a finite non-negative weight");
 }
 
-// Every label is ignore_label or in [0, vocab).
+// Every label is ignore_index or in [0, vocab).
 inline void check_labels(std::string_view function, const tensor_view<const std::int32_t, cpu>& labels,
                          index_t vocab) {
   const std::int32_t* p = labels.data();
   for (index_t r = 0, n = labels.numel(); r < n; ++r)
-    if (p[r] != ignore_label && (p[r] < 0 || p[r] >= vocab))
+    if (p[r] != ignore_index && (p[r] < 0 || p[r] >= vocab))
       throw_argument_error(function, "labels", "labels[" + std::to_string(r) + "] = " + std::to_string(p[r]),
                            "a class in [0, " + std::to_string(vocab) + ") or -100 (ignored)");
 }
@@ -95,7 +94,7 @@ cross_entropy_result cross_entropy(const cpu&, const tensor_view<L, cpu>& logits
   detail::check_labels(function, labels, V);
   cross_entropy_result result;
   const double total = detail::cpu_impl::cross_entropy<accumulate_t<T>>(
-      static_cast<const T*>(logits.data()), labels.data(), N, V, {options.label_smoothing, options.z_loss}, ignore_label,
+      static_cast<const T*>(logits.data()), labels.data(), N, V, {options.label_smoothing, options.z_loss}, ignore_index,
       d_logits.rank() != 0 ? d_logits.data() : nullptr, result.selected);
   result.loss = result.selected > 0 ? total / static_cast<double>(result.selected) : 0.0;
   return result;
@@ -134,7 +133,7 @@ cross_entropy_result linear_cross_entropy(const cpu&, std::type_identity_t<tenso
   if (d_hidden.rank() != 0) dh.emplace(d_hidden);
   if (d_weight.rank() != 0) dw.emplace(d_weight);
   const double total = detail::cpu_impl::linear_cross_entropy<A>(
-      hidden.data(), weight.data(), labels.data(), N, d, V, {options.label_smoothing, options.z_loss}, ignore_label,
+      hidden.data(), weight.data(), labels.data(), N, d, V, {options.label_smoothing, options.z_loss}, ignore_index,
       dh ? dh->data() : nullptr, dw ? dw->data() : nullptr, result.selected);
   if (dh) dh->store();
   if (dw) dw->store();

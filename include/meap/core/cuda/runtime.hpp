@@ -5,6 +5,7 @@
 #error "meap/core/cuda/*.hpp (and <meap/cuda.hpp>) must be compiled by nvcc: put this code in a .cu file"
 #endif
 
+#include <meap/core/device.hpp>
 #include <meap/core/dtype.hpp>
 #include <meap/core/error.hpp>
 

@@ -6,7 +6,7 @@
 
 #include <meap/core/dims.hpp>
 #include <meap/core/tensor.hpp>
-#include <meap/kernels/cpu/parallel.hpp>
+#include <meap/core/parallel.hpp>
 
 #include <type_traits>
 

@@ -10,9 +10,9 @@
 
 #include <meap/core/dims.hpp>
 #include <meap/kernels/cpu/attention.hpp>  // row_matrix, const_rows
-#include <meap/kernels/cpu/parallel.hpp>
+#include <meap/core/parallel.hpp>
 
-#include <Eigen/Core>
+#include <meap/kernels/cpu/eigen.hpp>
 
 #include <algorithm>
 #include <cmath>

@@ -5,9 +5,9 @@
 #pragma once
 
 #include <meap/core/dims.hpp>
-#include <meap/kernels/cpu/parallel.hpp>
+#include <meap/core/parallel.hpp>
 
-#include <Eigen/Core>
+#include <meap/kernels/cpu/eigen.hpp>
 
 #include <cmath>
 #include <cstdint>

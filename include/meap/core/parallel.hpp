@@ -1,4 +1,4 @@
-// meap/kernels/cpu/parallel.hpp: OpenMP spelled so that a build without it compiles cleanly.
+// meap/core/parallel.hpp: OpenMP spelled so that a build without it compiles cleanly.
 //
 // The CPU kernels split work with OpenMP when the compiler has it enabled (meap::meap links
 // OpenMP::OpenMP_CXX when MEAP_ENABLE_OPENMP is ON). Without -fopenmp a bare `#pragma omp` would

@@ -1,0 +1,98 @@
+// bench_masking_cuda: rows per second for masking a [64, 4096] pretraining batch on a CUDA device,
+// against the CPU path (meap::cpu, one thread) measured in the same run. Each GPU figure covers
+// one whole apply(): its kernels and the one stream synchronization it makes to validate the
+// batch. A device-to-device copy of the batch into input_ids and labels is printed as the floor.
+// Usage: bench_masking_cuda [rows, default 64] [T, default 4096]
+#include <meap/cuda.hpp>
+
+#include "support/timing.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <span>
+#include <vector>
+
+namespace {
+
+namespace mm = meap::masking;
+
+using meap_bench::best_seconds;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const long long rows = argc > 1 ? std::atoll(argv[1]) : 64;
+  const long long length = argc > 2 ? std::atoll(argv[2]) : 4096;
+  if (rows <= 0 || length <= 1) {
+    std::fprintf(stderr, "bench_masking_cuda: arguments 'rows' = %lld, 'T' = %lld: expected rows >= 1 and T >= 2\n", rows,
+                 length);
+    return 2;
+  }
+  if (!meap::has_cuda_device()) {
+    std::printf("bench_masking_cuda: no CUDA device is available; nothing measured\n");
+    return 0;
+  }
+  const long long columns = length + 1;
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(rows * columns));
+  meap::philox_stream words(1, 2);
+  for (auto& token : tokens) token = 10 + static_cast<std::int32_t>(words.next_below(32000));
+  const auto host_batch = meap::make_view(std::span<const std::int32_t>(tokens), {rows, columns});
+  cudaStream_t stream = nullptr;
+  MEAP_CUDA_CHECK(cudaStreamCreate(&stream));
+  {
+    const meap::cuda device(stream);
+    const auto device_batch = meap::to_device(device, host_batch);
+    auto device_out = mm::masked_batch<meap::cuda>{meap::tensor<std::int32_t, meap::cuda>(device, {rows, length}),
+                                                   meap::tensor<std::int32_t, meap::cuda>(device, {rows, length}),
+                                                   meap::tensor<std::uint8_t, meap::cuda>(device, {rows, length})};
+    auto host_out = mm::masked_batch<meap::cpu>{meap::tensor<std::int32_t, meap::cpu>(meap::cpu{}, {rows, length}),
+                                                meap::tensor<std::int32_t, meap::cpu>(meap::cpu{}, {rows, length}),
+                                                meap::tensor<std::uint8_t, meap::cpu>(meap::cpu{}, {rows, length})};
+    mm::pretraining_options options{.seed = 7, .mask_id = 3};
+    constexpr int repeats = 11;
+    const auto on_gpu = [&](const auto& policy) {
+      mm::apply(device, policy, device_batch.view(), options, device_out.view());  // warm-up
+      meap::synchronize(device);
+      return best_seconds(repeats, [&] {
+        ++options.step;
+        mm::apply(device, policy, device_batch.view(), options, device_out.view());
+        meap::synchronize(device);
+      });
+    };
+    const auto on_cpu = [&](const auto& policy) {
+      return best_seconds(repeats, [&] {
+        ++options.step;
+        mm::apply(meap::cpu{}, policy, host_batch, options, host_out.view());
+      });
+    };
+    const double copied = best_seconds(repeats, [&] {
+      const auto bytes = static_cast<std::size_t>(length) * sizeof(std::int32_t);
+      const std::size_t pitch = static_cast<std::size_t>(columns) * sizeof(std::int32_t);
+      MEAP_CUDA_CHECK(cudaMemcpy2DAsync(device_out.input_ids.data(), bytes, device_batch.data(), pitch, bytes,
+                                        static_cast<std::size_t>(rows), cudaMemcpyDeviceToDevice, stream));
+      MEAP_CUDA_CHECK(cudaMemcpy2DAsync(device_out.labels.data(), bytes, device_batch.data() + 1, pitch, bytes,
+                                        static_cast<std::size_t>(rows), cudaMemcpyDeviceToDevice, stream));
+      meap::synchronize(device);
+    });
+
+    cudaDeviceProp properties{};
+    MEAP_CUDA_CHECK(cudaGetDeviceProperties(&properties, 0));
+    std::printf("masking a [%lld, %lld] batch on %s; baseline: meap::cpu (one thread) in this run\n", rows, length,
+                properties.name);
+    std::printf("%-34s %14s %14s %8s\n", "policy", "GPU rows/s", "CPU rows/s", "ratio");
+    const auto line = [&](const char* name, double gpu, double cpu) {
+      std::printf("%-34s %14.0f %14.0f %8.2f\n", name, static_cast<double>(rows) / gpu, static_cast<double>(rows) / cpu,
+                  cpu / gpu);
+    };
+    line("fixed_ratio 0.15, per_row", on_gpu(mm::fixed_ratio{}), on_cpu(mm::fixed_ratio{}));
+    line("fixed_ratio 0.15, per_batch", on_gpu(mm::fixed_ratio{.sharing = mm::sharing::per_batch}),
+         on_cpu(mm::fixed_ratio{.sharing = mm::sharing::per_batch}));
+    line("span 0.15 (mean 3, max 10), per_row", on_gpu(mm::span{}), on_cpu(mm::span{}));
+    std::printf("%-34s %14.0f  (device copy of the batch only: the floor)\n", "copy of tokens to ids + labels",
+                static_cast<double>(rows) / copied);
+  }
+  MEAP_CUDA_CHECK(cudaStreamDestroy(stream));
+  return 0;
+}

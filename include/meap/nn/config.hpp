@@ -1,0 +1,57 @@
+// meap/nn/config.hpp: the shape of a LLaMA-style decoder, validated at the door.
+#pragma once
+
+#include <meap/core/dims.hpp>
+#include <meap/core/error.hpp>
+#include <meap/kernels/attention.hpp>
+
+#include <cmath>
+#include <string>
+
+namespace meap::nn {
+
+struct llama_config {
+  index_t vocab = 4096;
+  index_t d_model = 256;
+  index_t layers = 4;
+  index_t heads = 8;      // query heads
+  index_t kv_heads = 8;   // key/value heads; heads % kv_heads == 0 (GQA when smaller)
+  index_t ffn = 688;      // SwiGLU hidden size
+  index_t max_seq = 256;  // longest sequence forward accepts
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-5;
+  bool tied_head = false;  // LM head shares the embedding matrix
+
+  index_t head_dim() const { return d_model / heads; }
+
+  // Throws meap::error naming the first invalid field.
+  void validate() const {
+    constexpr std::string_view function = "meap::nn::llama_config";
+    check_argument(vocab >= 2 && vocab <= (index_t{1} << 31) - 1, function, "vocab", vocab,
+                   "at least 2 tokens and ids that fit in int32");
+    check_argument(d_model >= 2, function, "d_model", d_model, "a model width of at least 2");
+    check_argument(layers >= 1, function, "layers", layers, "at least one layer");
+    check_argument(heads >= 1 && d_model % heads == 0, function, "heads", heads,
+                   "a head count that divides d_model = " + std::to_string(d_model));
+    check_argument(kv_heads >= 1 && heads % kv_heads == 0, function, "kv_heads", kv_heads,
+                   "a kv head count that divides heads = " + std::to_string(heads));
+    check_argument(head_dim() % 2 == 0 && head_dim() <= max_attention_head_dim, function, "heads", heads,
+                   "a head dim d_model / heads that is even (RoPE) and at most " +
+                       std::to_string(max_attention_head_dim) + ", got " + std::to_string(head_dim()));
+    check_argument(ffn >= 1, function, "ffn", ffn, "a positive SwiGLU width");
+    check_argument(max_seq >= 1, function, "max_seq", max_seq, "a positive maximum sequence length");
+    check_argument(std::isfinite(rope_theta) && rope_theta > 1.0, function, "rope_theta", rope_theta,
+                   "a finite RoPE base above 1");
+    check_argument(std::isfinite(norm_eps) && norm_eps > 0.0, function, "norm_eps", norm_eps,
+                   "a finite positive RMSNorm epsilon");
+  }
+
+  // Trainable parameters (the head counted once when tied).
+  index_t parameter_count() const {
+    const index_t kv = kv_heads * head_dim();
+    const index_t per_layer = 2 * d_model + 2 * d_model * d_model + 2 * d_model * kv + 3 * d_model * ffn;
+    return vocab * d_model * (tied_head ? 1 : 2) + layers * per_layer + d_model;
+  }
+};
+
+}  // namespace meap::nn
