@@ -2,7 +2,8 @@
 # The README's quick start: installs what meap needs (Debian packages), builds, and then
 #   bash cmake/quickstart.sh demo   runs the main job (the demo)
 #   bash cmake/quickstart.sh test   runs every test (GPU tests report "skipped" without a GPU)
-# Build directory: build/ (override with MEAP_BUILD_DIR). Safe to run again; it rebuilds only
+# Build directory: build/ (override with MEAP_BUILD_DIR); extra CMake arguments in
+# MEAP_CMAKE_ARGS (CI adds -Werror and CUDA=ON this way). Safe to run again; it rebuilds only
 # what changed.
 set -euo pipefail
 
@@ -30,7 +31,8 @@ if (( ${#missing[@]} > 0 )); then
 fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+# shellcheck disable=SC2086 # MEAP_CMAKE_ARGS is a list of arguments
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release ${MEAP_CMAKE_ARGS:-} >/dev/null
 case "$what" in
   demo)
     cmake --build "$build" --target tensor_tour -j "$jobs"
