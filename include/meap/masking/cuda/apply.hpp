@@ -14,7 +14,7 @@
 #error "meap/masking/cuda/*.hpp (and <meap/cuda.hpp>) must be compiled by nvcc: put this code in a .cu file"
 #endif
 
-#include <meap/core/device.hpp>  // first: core/cuda/runtime.hpp uses meap::cuda without including it
+#include <meap/core/device.hpp>
 #include <meap/core/cuda/runtime.hpp>
 #include <meap/core/cuda/tensor.hpp>
 #include <meap/core/dims.hpp>
