@@ -22,6 +22,11 @@ function(meap_configure_program target)
     # AVX2/FMA (or better) for Eigen's GEMMs: about 4x the SSE2 baseline on the machines we measured.
     target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-march=native>)
   endif()
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+    # GCC 12 at -O3 reports a bogus -Wrestrict inside libstdc++'s std::string operator+ (GCC bug
+    # 105329), which every error message that concatenates strings reaches.
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wno-restrict>)
+  endif()
   if(MEAP_WARNINGS_AS_ERRORS)
     target_compile_options(${target} PRIVATE
       $<$<COMPILE_LANGUAGE:CXX>:-Werror>
