@@ -35,8 +35,10 @@ jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release ${MEAP_CMAKE_ARGS:-} >/dev/null
 case "$what" in
   demo)
-    cmake --build "$build" --target tensor_tour -j "$jobs"
-    "$build/examples/tensor_tour"
+    cmake --build "$build" --target meap_demo -j "$jobs"
+    mkdir -p "$build/demo"
+    "$build/examples/meap_demo" --out "$build/demo"
+    echo "quickstart: table, CSV and plot in $build/demo"
     ;;
   test)
     cmake --build "$build" -j "$jobs"
