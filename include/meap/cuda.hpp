@@ -9,4 +9,14 @@
 
 #include <meap/core/cuda/runtime.hpp>
 #include <meap/core/cuda/tensor.hpp>
+#include <meap/kernels/cuda/attention.hpp>
+#include <meap/kernels/cuda/cross_entropy.hpp>
+#include <meap/kernels/cuda/embedding.hpp>
+#include <meap/kernels/cuda/gemm.hpp>
+#include <meap/kernels/cuda/linear.hpp>
+#include <meap/kernels/cuda/rmsnorm.hpp>
+#include <meap/kernels/cuda/rope.hpp>
+#include <meap/kernels/cuda/swiglu.hpp>
 #include <meap/masking/cuda/apply.hpp>
+#include <meap/optim/cuda/adamw.hpp>
+#include <meap/optim/cuda/clip.hpp>

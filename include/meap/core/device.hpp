@@ -5,6 +5,7 @@
 #pragma once
 
 #include <meap/core/config.hpp>
+#include <meap/core/host_memory.hpp>
 
 #include <cstddef>
 #include <cstring>
@@ -78,15 +79,16 @@ struct device_traits {
 
 template <>
 struct device_traits<cpu> {
-  // 64-byte alignment: one cache line, and enough for any SIMD load Eigen emits.
-  static constexpr std::size_t alignment = 64;
+  // 64-byte alignment: one cache line, and enough for any SIMD load Eigen emits. Large blocks
+  // are cached for reuse (core/host_memory.hpp).
+  static constexpr std::size_t alignment = detail::host_block_cache::alignment;
 
   static void* allocate(const cpu&, std::size_t bytes) {
     if (bytes == 0) return nullptr;
-    return ::operator new(bytes, std::align_val_t{alignment});
+    return detail::host_block_cache::instance().allocate(bytes);
   }
-  static void deallocate(const cpu&, void* pointer, std::size_t) noexcept {
-    if (pointer != nullptr) ::operator delete(pointer, std::align_val_t{alignment});
+  static void deallocate(const cpu&, void* pointer, std::size_t bytes) noexcept {
+    if (pointer != nullptr) detail::host_block_cache::instance().deallocate(pointer, bytes);
   }
   static void zero(const cpu&, void* pointer, std::size_t bytes) noexcept {
     if (bytes != 0) std::memset(pointer, 0, bytes);

@@ -102,9 +102,13 @@ class linear {
   tensor<T, cpu> backward(const context& ctx, const tensor_view<const T, cpu>& dy, bool input_gradient = true) {
     tensor<T, cpu> dx;
     if (input_gradient) dx = tensor<T, cpu>(cpu{}, ctx.x.shape());
-    linear_backward<T>(cpu{}, ctx.x, weight.value.view(), dy, input_gradient ? dx.view() : tensor_view<T, cpu>{},
-                       weight.grad.view());
+    backward_into(ctx, dy, input_gradient ? dx.view() : tensor_view<T, cpu>{}, gradient_write::overwrite);
     return dx;
+  }
+  // Writes dx (N, in) into a caller's buffer, or adds to it: layers sharing an input sum there.
+  void backward_into(const context& ctx, const tensor_view<const T, cpu>& dy, const tensor_view<T, cpu>& dx,
+                     gradient_write mode) {
+    linear_backward<T>(cpu{}, ctx.x, weight.value.view(), dy, dx, weight.grad.view(), mode);
   }
   void collect(std::vector<named_parameter<T, cpu>>& list, const std::string& prefix) {
     weight.append_to(list, prefix + ".weight", true);
@@ -204,9 +208,13 @@ class causal_self_attention {
     const rope_options rope{rope_theta_, ctx.sequence.positions};
     rope_backward<T>(cpu{}, dq.view(), dq.view(), rope);
     rope_backward<T>(cpu{}, dk.view(), dk.view(), rope);
-    auto dx = q_proj.backward(ctx.q_ctx, dq.view().reshape({B * L, heads_ * head_dim_}));
-    detail::add_into(dx, k_proj.backward(ctx.k_ctx, dk.view().reshape({B * L, kv_heads_ * head_dim_})).view());
-    detail::add_into(dx, v_proj.backward(ctx.v_ctx, dv.view().reshape({B * L, kv_heads_ * head_dim_})).view());
+    tensor<T, cpu> dx(cpu{}, ctx.q_ctx.x.shape());
+    q_proj.backward_into(ctx.q_ctx, dq.view().reshape({B * L, heads_ * head_dim_}), dx.view(),
+                         gradient_write::overwrite);
+    k_proj.backward_into(ctx.k_ctx, dk.view().reshape({B * L, kv_heads_ * head_dim_}), dx.view(),
+                         gradient_write::accumulate);
+    v_proj.backward_into(ctx.v_ctx, dv.view().reshape({B * L, kv_heads_ * head_dim_}), dx.view(),
+                         gradient_write::accumulate);
     return dx;
   }
 
@@ -247,8 +255,9 @@ class swiglu_mlp {
     const auto d_hidden = down_proj.backward(ctx.down_ctx, dy);
     tensor<T, cpu> d_gate(cpu{}, ctx.gate.shape()), d_up(cpu{}, ctx.up.shape());
     swiglu_backward<T>(cpu{}, ctx.gate.view(), ctx.up.view(), d_hidden.view(), d_gate.view(), d_up.view());
-    auto dx = gate_proj.backward(ctx.gate_ctx, d_gate.view());
-    detail::add_into(dx, up_proj.backward(ctx.up_ctx, d_up.view()).view());
+    tensor<T, cpu> dx(cpu{}, ctx.gate_ctx.x.shape());
+    gate_proj.backward_into(ctx.gate_ctx, d_gate.view(), dx.view(), gradient_write::overwrite);
+    up_proj.backward_into(ctx.up_ctx, d_up.view(), dx.view(), gradient_write::accumulate);
     return dx;
   }
 

@@ -7,8 +7,8 @@
 // Work is split into query blocks of `block_q` rows and key blocks of `block_k` columns. A block
 // of scores S = scale * Q_i K_j^T is one Eigen GEMM on row-major maps over the strided head
 // slices; the softmax is online (running max m and sum l per row), so no T x T matrix exists.
-// Parallelism: OpenMP over (batch, head, query block) for the forward pass and dQ, over
-// (batch, kv head, key block) for dK and dV, so no two threads ever write the same element.
+// Parallelism: OpenMP over (batch, head, query block) for the forward pass and over (batch, head)
+// for the backward pass, so no two threads ever write the same element.
 #pragma once
 
 #include <meap/core/dims.hpp>
@@ -197,75 +197,80 @@ struct attention_tile {
 // Backward pass: dq (B, T, Hq, D), dk and dv (B, T, Hkv, D), each overwritten. dk and dv sum over
 // the Hq / Hkv query heads that share a kv head.
 //   dV_j = sum_i P_ij^T dO_i      dQ_i = scale * sum_j dS_ij K_j      dK_j = scale * sum_i dS_ij^T Q_i
+// One pass over the causal tiles: each tile's P and dS are computed once and feed all three
+// products (five block GEMMs per tile). One task per (b, query head) owns that head's dQ and its
+// own dK, dV contributions; with grouped heads (Hq > Hkv) those go to a per-head scratch summed
+// over the group afterwards in head order, so the result does not depend on the thread count.
 template <class A>
 void attention_backward(const attention_shape& s, const A* q, const A* k, const A* v, const A* out, const A* lse,
                         const A* d_out, const std::int32_t* segments, A scale, A* dq, A* dk, A* dv) {
-  const index_t B = s.batch, T = s.length, D = s.head_dim, Hq = s.q_heads, Hkv = s.kv_heads;
+  const index_t B = s.batch, T = s.length, D = s.head_dim, Hq = s.q_heads, Hkv = s.kv_heads, G = s.group();
   std::vector<A> delta(static_cast<std::size_t>(B * Hq * T));
   attention_delta(s, out, d_out, delta.data());
-  const index_t q_blocks = (T + attention_block_q - 1) / attention_block_q;
   const index_t k_blocks = (T + attention_block_k - 1) / attention_block_k;
   const Eigen::OuterStride<> q_stride(Hq * D), kv_stride(Hkv * D);
+  // Per-head dK, dV, (B, Hq, T, D), only when heads are grouped.
+  std::vector<A> dk_heads(G > 1 ? static_cast<std::size_t>(B * Hq * T * D) : 0);
+  std::vector<A> dv_heads(dk_heads.size());
   MEAP_OMP(omp parallel)
   {
     attention_tile<A> tile;
-    row_matrix<A> acc_q(attention_block_q, D), acc_k(attention_block_k, D), acc_v(attention_block_k, D);
-
-    // dQ: one task per (b, h, query block), looping over the key blocks it sees.
-    MEAP_OMP(omp for schedule(dynamic, 1) nowait)
-    for (index_t task = 0; task < B * Hq * q_blocks; ++task) {
-      const index_t qb = q_blocks - 1 - task % q_blocks;
-      const index_t h = (task / q_blocks) % Hq;
-      const index_t b = task / (q_blocks * Hq);
-      const index_t hk = h / s.group();
-      const index_t i0 = qb * attention_block_q, nq = std::min(attention_block_q, T - i0);
+    row_matrix<A> acc_k(attention_block_k, D), acc_v(attention_block_k, D);
+    MEAP_OMP(omp for schedule(dynamic, 1))
+    for (index_t task = 0; task < B * Hq; ++task) {
+      const index_t h = task % Hq, b = task / Hq, hk = h / G;
       const attention_mask mask{segments != nullptr ? segments + b * T : nullptr};
-      const index_t q_offset = ((b * T + i0) * Hq + h) * D;
-      const const_rows<A> qi(q + q_offset, nq, D, q_stride), doi(d_out + q_offset, nq, D, q_stride);
-      const A* lse_i = lse + (b * Hq + h) * T + i0;
-      const A* delta_i = delta.data() + (b * Hq + h) * T + i0;
-      auto acc = acc_q.topRows(nq);
-      acc.setZero();
-      for (index_t j0 = 0; j0 < i0 + nq; j0 += attention_block_k) {
-        const index_t nk = std::min(attention_block_k, i0 + nq - j0);
-        if (!mask.any(i0, nq, j0, nk)) continue;
+      mutable_rows<A> dq_head(dq + (b * T * Hq + h) * D, T, D, q_stride);
+      dq_head.setZero();
+      // Where this head's dK, dV rows go: the outputs themselves, or its scratch slice.
+      A* dk_head = G > 1 ? dk_heads.data() + (b * Hq + h) * T * D : dk + (b * T * Hkv + hk) * D;
+      A* dv_head = G > 1 ? dv_heads.data() + (b * Hq + h) * T * D : dv + (b * T * Hkv + hk) * D;
+      const index_t head_stride = G > 1 ? D : Hkv * D;
+      const A* lse_h = lse + (b * Hq + h) * T;
+      const A* delta_h = delta.data() + (b * Hq + h) * T;
+      for (index_t kb = 0; kb < k_blocks; ++kb) {
+        const index_t j0 = kb * attention_block_k, nk = std::min(attention_block_k, T - j0);
         const index_t kv_offset = ((b * T + j0) * Hkv + hk) * D;
         const const_rows<A> kj(k + kv_offset, nk, D, kv_stride), vj(v + kv_offset, nk, D, kv_stride);
-        tile.compute(qi, kj, vj, doi, lse_i, delta_i, scale, mask, i0, j0);
-        acc.noalias() += tile.ds.topLeftCorner(nq, nk) * kj;
-      }
-      mutable_rows<A>(dq + q_offset, nq, D, q_stride) = scale * acc;
-    }
-
-    // dK, dV: one task per (b, kv head, key block), looping over the query heads of its group and
-    // the query blocks at or after it.
-    MEAP_OMP(omp for schedule(dynamic, 1))
-    for (index_t task = 0; task < B * Hkv * k_blocks; ++task) {
-      const index_t kb = task % k_blocks;  // earliest key blocks see the most queries: first
-      const index_t hk = (task / k_blocks) % Hkv;
-      const index_t b = task / (k_blocks * Hkv);
-      const index_t j0 = kb * attention_block_k, nk = std::min(attention_block_k, T - j0);
-      const attention_mask mask{segments != nullptr ? segments + b * T : nullptr};
-      const index_t kv_offset = ((b * T + j0) * Hkv + hk) * D;
-      const const_rows<A> kj(k + kv_offset, nk, D, kv_stride), vj(v + kv_offset, nk, D, kv_stride);
-      auto ak = acc_k.topRows(nk);
-      auto av = acc_v.topRows(nk);
-      ak.setZero();
-      av.setZero();
-      for (index_t h = hk * s.group(); h < (hk + 1) * s.group(); ++h) {
+        auto ak = acc_k.topRows(nk);
+        auto av = acc_v.topRows(nk);
+        ak.setZero();
+        av.setZero();
         for (index_t i0 = (j0 / attention_block_q) * attention_block_q; i0 < T; i0 += attention_block_q) {
           const index_t nq = std::min(attention_block_q, T - i0);
           if (!mask.any(i0, nq, j0, nk)) continue;
           const index_t q_offset = ((b * T + i0) * Hq + h) * D;
           const const_rows<A> qi(q + q_offset, nq, D, q_stride), doi(d_out + q_offset, nq, D, q_stride);
-          tile.compute(qi, kj, vj, doi, lse + (b * Hq + h) * T + i0, delta.data() + (b * Hq + h) * T + i0, scale,
-                       mask, i0, j0);
-          av.noalias() += tile.p.topLeftCorner(nq, nk).transpose() * doi;
-          ak.noalias() += tile.ds.topLeftCorner(nq, nk).transpose() * qi;
+          tile.compute(qi, kj, vj, doi, lse_h + i0, delta_h + i0, scale, mask, i0, j0);
+          const auto p = tile.p.topLeftCorner(nq, nk);
+          const auto ds = tile.ds.topLeftCorner(nq, nk);
+          av.noalias() += p.transpose() * doi;
+          ak.noalias() += ds.transpose() * qi;
+          dq_head.middleRows(i0, nq).noalias() += ds * kj;
+        }
+        mutable_rows<A>(dk_head + j0 * head_stride, nk, D, Eigen::OuterStride<>(head_stride)) = scale * ak;
+        mutable_rows<A>(dv_head + j0 * head_stride, nk, D, Eigen::OuterStride<>(head_stride)) = av;
+      }
+      dq_head *= scale;
+    }
+    if (G > 1) {
+      // dK[b, t, hk] = sum over the group's heads, in head order.
+      MEAP_OMP(omp for schedule(static))
+      for (index_t row = 0; row < B * T * Hkv; ++row) {  // row = (b * T + t) * Hkv + hk
+        const index_t hk = row % Hkv, t = (row / Hkv) % T, b = row / (Hkv * T);
+        A* dk_row = dk + row * D;
+        A* dv_row = dv + row * D;
+        std::fill(dk_row, dk_row + D, A(0));
+        std::fill(dv_row, dv_row + D, A(0));
+        for (index_t h = hk * G; h < (hk + 1) * G; ++h) {
+          const A* dk_src = dk_heads.data() + ((b * Hq + h) * T + t) * D;
+          const A* dv_src = dv_heads.data() + ((b * Hq + h) * T + t) * D;
+          for (index_t c = 0; c < D; ++c) {
+            dk_row[c] += dk_src[c];
+            dv_row[c] += dv_src[c];
+          }
         }
       }
-      mutable_rows<A>(dk + kv_offset, nk, D, kv_stride) = scale * ak;
-      mutable_rows<A>(dv + kv_offset, nk, D, kv_stride) = av;
     }
   }
 }

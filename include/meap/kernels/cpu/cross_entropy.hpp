@@ -9,10 +9,9 @@
 #pragma once
 
 #include <meap/core/dims.hpp>
-#include <meap/kernels/cpu/attention.hpp>  // row_matrix, const_rows
 #include <meap/core/parallel.hpp>
 
-#include <meap/kernels/cpu/eigen.hpp>
+#include <meap/kernels/cpu/gemm.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -28,49 +27,29 @@ struct cross_entropy_settings {
   double z_loss = 0.0;
 };
 
-// Running (max, sum of exp, sum) over one row's logits, mergeable across vocabulary chunks.
-template <class A>
-struct lse_partial {
-  A max = -std::numeric_limits<A>::infinity();
-  A sum_exp = 0;
-  A sum = 0;
-
-  void merge(const lse_partial& other) {
-    if (other.max == -std::numeric_limits<A>::infinity()) return;
-    const A m = std::max(max, other.max);
-    sum_exp = sum_exp * std::exp(max - m) + other.sum_exp * std::exp(other.max - m);
-    max = m;
-    sum += other.sum;
+// One selected row: its loss, and (gradient) dloss_row/dz * weight written over z in place.
+// z holds the row's logits (V) in the accumulate type. exp() runs once per entry: the softmax
+// numerators exp(z - max) stay in z and are rescaled into p by 1 / sum.
+template <class A, class Row>
+double row_loss_and_gradient(Row&& z, std::int32_t label, A weight, const cross_entropy_settings& cfg, bool gradient) {
+  const index_t vocab = z.cols();
+  const A target = z(label);
+  const A max = z.maxCoeff();
+  const A sum = cfg.label_smoothing != 0.0 ? z.sum() : A(0);
+  z = (z.array() - max).exp().matrix();
+  const A sum_exp = z.sum();
+  const A lse = max + std::log(sum_exp);
+  const double L = static_cast<double>(lse);
+  const double mean = static_cast<double>(sum) / static_cast<double>(vocab);
+  const double loss = (1.0 - cfg.label_smoothing) * (L - static_cast<double>(target)) +
+                      cfg.label_smoothing * (L - mean) + cfg.z_loss * L * L;
+  if (gradient) {
+    const A p_scale = weight * (A(1) + A(2 * cfg.z_loss) * lse) / sum_exp;
+    const A uniform = weight * A(cfg.label_smoothing / static_cast<double>(vocab));
+    z = (z.array() * p_scale - uniform).matrix();
+    z(label) -= weight * A(1.0 - cfg.label_smoothing);
   }
-  A lse() const { return max + std::log(sum_exp); }
-};
-
-template <class A, class Row>
-lse_partial<A> row_partial(const Row& z) {
-  lse_partial<A> part;
-  part.max = z.maxCoeff();
-  part.sum_exp = (z.array() - part.max).exp().sum();
-  part.sum = z.sum();
-  return part;
-}
-
-template <class A>
-double row_loss(const lse_partial<A>& part, A target_logit, index_t vocab, const cross_entropy_settings& cfg) {
-  const double L = static_cast<double>(part.lse());
-  const double mean = static_cast<double>(part.sum) / static_cast<double>(vocab);
-  return (1.0 - cfg.label_smoothing) * (L - static_cast<double>(target_logit)) + cfg.label_smoothing * (L - mean) +
-         cfg.z_loss * L * L;
-}
-
-// Turns a row of logits z (columns [c0, c0 + z.cols()) of the vocabulary) into the gradient of
-// `weight` * loss_row with respect to z, in place.
-template <class A, class Row>
-void row_gradient(Row&& z, A lse, index_t c0, std::int32_t label, index_t vocab, A weight,
-                  const cross_entropy_settings& cfg) {
-  const A p_scale = weight * (A(1) + A(2 * cfg.z_loss) * lse);
-  const A uniform = weight * A(cfg.label_smoothing / static_cast<double>(vocab));
-  z = ((z.array() - lse).exp() * p_scale - uniform).matrix();
-  if (label >= c0 && label < c0 + z.cols()) z(label - c0) -= weight * A(1.0 - cfg.label_smoothing);
+  return loss;
 }
 
 // Plain version. logits: (N, V), labels: (N), d_logits: (N, V) or null (ignored rows get 0).
@@ -94,12 +73,9 @@ double cross_entropy(const T* logits, const std::int32_t* labels, index_t rows, 
         continue;
       }
       for (index_t j = 0; j < vocab; ++j) z(j) = static_cast<A>(row[j]);
-      const auto part = row_partial<A>(z);
-      losses[static_cast<std::size_t>(r)] = row_loss<A>(part, z(labels[r]), vocab, cfg);
-      if (grad != nullptr) {
-        row_gradient<A>(z, part.lse(), 0, labels[r], vocab, weight, cfg);
+      losses[static_cast<std::size_t>(r)] = row_loss_and_gradient<A>(z, labels[r], weight, cfg, grad != nullptr);
+      if (grad != nullptr)
         for (index_t j = 0; j < vocab; ++j) grad[j] = static_cast<T>(z(j));
-      }
     }
   }
   double total = 0;  // summed in row order: the same result for any thread count
@@ -107,26 +83,18 @@ double cross_entropy(const T* logits, const std::int32_t* labels, index_t rows, 
   return total;
 }
 
-// 512 selected rows x 256 vocabulary entries per GEMM tile: the logits tile (512 KiB in float)
-// and a weight chunk stay cache-resident while the d-wide products are large enough for Eigen.
-inline constexpr index_t cross_entropy_block_rows = 512;
-inline constexpr index_t cross_entropy_block_vocab = 256;
-
-// A weight chunk (rows [c0, c0 + n) of W) as A: mapped in place, or widened into `buffer`.
-template <class A, class T>
-const_rows<A> weight_chunk(const T* weight, index_t c0, index_t n, index_t d, row_matrix<A>& buffer) {
-  if constexpr (std::is_same_v<T, A>) {
-    return const_rows<A>(weight + c0 * d, n, d, Eigen::OuterStride<>(d));
-  } else {
-    for (index_t r = 0; r < n; ++r)
-      for (index_t c = 0; c < d; ++c) buffer(r, c) = static_cast<A>(weight[(c0 + r) * d + c]);
-    return const_rows<A>(buffer.data(), n, d, Eigen::OuterStride<>(buffer.cols()));
-  }
+// Selected rows per block of the fused version: the block's logits (rows x V in A) are about
+// 16 MiB in float, small enough for a last-level cache and never the whole (N, V) matrix, while
+// every GEMM keeps at least 64 rows.
+inline index_t cross_entropy_block_rows(index_t vocab) {
+  return std::clamp<index_t>((index_t{1} << 22) / std::max<index_t>(vocab, 1), 64, 1024);
 }
 
 // Fused with the LM head: logits = hidden W^T are never stored whole. hidden: (N, d),
 // weight: (V, d), labels: (N). d_hidden: (N, d) of A or null; d_weight: (V, d) of A or null, both
 // overwritten. Only selected rows are gathered, so the cost is O(n_selected * V * d).
+// Per block of selected rows H_b (n_b, d), three GEMMs over the whole vocabulary:
+//   Z = H_b W^T (n_b, V);  Z <- dL/dZ row by row;  dW += Z^T H_b;  dH_b = Z W.
 // Returns the summed loss; `selected` gets the row count.
 template <class A, class T>
 double linear_cross_entropy(const T* hidden, const T* weight, const std::int32_t* labels, index_t rows,
@@ -142,88 +110,48 @@ double linear_cross_entropy(const T* hidden, const T* weight, const std::int32_t
   if (selected == 0) return 0.0;
   const bool gradients = d_hidden != nullptr || d_weight != nullptr;
   const A weight_per_row = A(1) / static_cast<A>(selected);
-  const index_t chunks = (V + cross_entropy_block_vocab - 1) / cross_entropy_block_vocab;
-  const int threads = max_threads();
-  std::vector<double> losses(static_cast<std::size_t>(selected), 0.0);
-  row_matrix<A> h(std::min(selected, cross_entropy_block_rows), d);
-  std::vector<lse_partial<A>> partials;
-  std::vector<A> lse;
-  std::vector<row_matrix<A>> dh_partial(d_hidden != nullptr ? static_cast<std::size_t>(threads) : 0);
 
-  for (index_t r0 = 0; r0 < selected; r0 += cross_entropy_block_rows) {
-    const index_t nr = std::min(cross_entropy_block_rows, selected - r0);
+  // The head in A: mapped in place, or widened once (half / bfloat16 weights).
+  std::vector<A> widened;
+  const A* w = nullptr;
+  if constexpr (std::is_same_v<T, A>) {
+    w = weight;
+  } else {
+    widened.resize(static_cast<std::size_t>(V * d));
+    MEAP_OMP(omp parallel for schedule(static))
+    for (index_t i = 0; i < V * d; ++i) widened[static_cast<std::size_t>(i)] = static_cast<A>(weight[i]);
+    w = widened.data();
+  }
+
+  const index_t block_rows = std::min(selected, cross_entropy_block_rows(V));
+  std::vector<double> losses(static_cast<std::size_t>(selected), 0.0);
+  // Eigen-allocated (aligned) buffers: Eigen's vectorized row reductions peel to the first aligned
+  // element, so with a fixed base alignment their summation order, and the loss, is reproducible.
+  using buffer = Eigen::Matrix<A, Eigen::Dynamic, 1>;
+  buffer h(block_rows * d), z(block_rows * V), dh(d_hidden != nullptr ? block_rows * d : 0);
+  for (index_t r0 = 0; r0 < selected; r0 += block_rows) {
+    const index_t nr = std::min(block_rows, selected - r0);
     const index_t* block = picked.data() + r0;
-    auto hb = h.topRows(nr);
+    MEAP_OMP(omp parallel for schedule(static) if (nr * d > 65536))
     for (index_t r = 0; r < nr; ++r)
-      for (index_t c = 0; c < d; ++c) hb(r, c) = static_cast<A>(hidden[block[r] * d + c]);
-    partials.assign(static_cast<std::size_t>(chunks * nr), lse_partial<A>{});
-    lse.assign(static_cast<std::size_t>(nr), A(0));
-    MEAP_OMP(omp parallel)
-    {
-      row_matrix<A> logits(nr, cross_entropy_block_vocab);
-      row_matrix<A> buffer(std::is_same_v<T, A> ? 0 : cross_entropy_block_vocab, d);
-      // Pass 1: per-chunk partial log-sum-exp of every row of the block.
-      MEAP_OMP(omp for schedule(dynamic, 1))
-      for (index_t chunk = 0; chunk < chunks; ++chunk) {
-        const index_t c0 = chunk * cross_entropy_block_vocab, nc = std::min(cross_entropy_block_vocab, V - c0);
-        const auto w = weight_chunk<A>(weight, c0, nc, d, buffer);
-        auto zb = logits.leftCols(nc);
-        zb.noalias() = hb * w.transpose();
-        for (index_t r = 0; r < nr; ++r) partials[static_cast<std::size_t>(chunk * nr + r)] = row_partial<A>(zb.row(r));
-      }
-      // Merge the chunks in chunk order (deterministic); the target logit is one dot product.
-      MEAP_OMP(omp for schedule(static))
-      for (index_t r = 0; r < nr; ++r) {
-        lse_partial<A> total;
-        for (index_t chunk = 0; chunk < chunks; ++chunk) total.merge(partials[static_cast<std::size_t>(chunk * nr + r)]);
-        lse[static_cast<std::size_t>(r)] = total.lse();
-        const std::int32_t y = labels[block[r]];
-        A target = 0;
-        for (index_t c = 0; c < d; ++c) target += hb(r, c) * static_cast<A>(weight[y * d + c]);
-        losses[static_cast<std::size_t>(r0 + r)] = row_loss<A>(total, target, V, cfg);
-      }
-      // Pass 2: recompute each logits chunk, turn it into dL/dz, then
-      //   dW[chunk] += G^T H  (the chunk's rows belong to this task alone)
-      //   dH += G W[chunk]    (into this thread's partial, summed below)
-      if (gradients) {
-        row_matrix<A>* dh = nullptr;
-        if (d_hidden != nullptr) {
-          dh = &dh_partial[static_cast<std::size_t>(thread_index())];
-          dh->setZero(nr, d);
-        }
-        MEAP_OMP(omp for schedule(dynamic, 1))
-        for (index_t chunk = 0; chunk < chunks; ++chunk) {
-          const index_t c0 = chunk * cross_entropy_block_vocab, nc = std::min(cross_entropy_block_vocab, V - c0);
-          const auto w = weight_chunk<A>(weight, c0, nc, d, buffer);
-          auto zb = logits.leftCols(nc);
-          zb.noalias() = hb * w.transpose();
-          for (index_t r = 0; r < nr; ++r)
-            row_gradient<A>(zb.row(r), lse[static_cast<std::size_t>(r)], c0, labels[block[r]], V, weight_per_row, cfg);
-          if (d_weight != nullptr) mutable_rows<A>(d_weight + c0 * d, nc, d, Eigen::OuterStride<>(d)).noalias() += zb.transpose() * hb;
-          if (dh != nullptr) dh->noalias() += zb * w;
-        }
-        // Sum the threads' partials in thread order, split over rows.
-        if (d_hidden != nullptr) {
-          const int team = [] {
-#if defined(_OPENMP)
-            return omp_get_num_threads();
-#else
-            return 1;
-#endif
-          }();
-          MEAP_OMP(omp for schedule(static))
-          for (index_t r = 0; r < nr; ++r) {
-            A* out = d_hidden + block[r] * d;
-            for (int t = 0; t < team; ++t) {
-              const auto& part = dh_partial[static_cast<std::size_t>(t)];
-              for (index_t c = 0; c < d; ++c) out[c] += part(r, c);
-            }
-          }
-        }
-      }
+      for (index_t c = 0; c < d; ++c) h(r * d + c) = static_cast<A>(hidden[block[r] * d + c]);
+    gemm<A>(transpose::no, transpose::yes, nr, V, d, A(1), h.data(), d, w, d, A(0), z.data(), V);
+    MEAP_OMP(omp parallel for schedule(static))
+    for (index_t r = 0; r < nr; ++r) {
+      Eigen::Map<Eigen::Matrix<A, 1, Eigen::Dynamic>> row(z.data() + r * V, V);
+      losses[static_cast<std::size_t>(r0 + r)] =
+          row_loss_and_gradient<A>(row, labels[block[r]], weight_per_row, cfg, gradients);
+    }
+    if (d_weight != nullptr)
+      gemm<A>(transpose::yes, transpose::no, V, d, nr, A(1), z.data(), V, h.data(), d, A(1), d_weight, d);
+    if (d_hidden != nullptr) {
+      gemm<A>(transpose::no, transpose::no, nr, d, V, A(1), z.data(), V, w, d, A(0), dh.data(), d);
+      MEAP_OMP(omp parallel for schedule(static) if (nr * d > 65536))
+      for (index_t r = 0; r < nr; ++r)
+        std::copy_n(dh.data() + r * d, d, d_hidden + block[r] * d);
     }
   }
-  double total = 0;
+  double total = 0;  // in row order: the same for any thread count
   for (double x : losses) total += x;
   return total;
 }

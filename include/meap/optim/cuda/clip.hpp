@@ -1,0 +1,234 @@
+// meap/optim/cuda/clip.hpp: gradient clipping by global L2 norm on CUDA, and the non-finite
+// gradient report: the twins of <meap/optim/clip.hpp> (same results, checks and messages).
+//
+//   const auto clip = meap::clip_grad_norm(device, params, 1.0);
+//   if (!clip.finite) { report(meap::first_nonfinite_gradient(device, params)); skip the step; }
+//
+// Gradients are float, half or bfloat16 on the device; squares are summed in double. The sum is
+// deterministic without atomics (kernels/cuda/plan.hpp): every gradient is cut into chunks of
+// 16384 elements, one block reduces each chunk in a fixed tree into a double partial, and one
+// block adds the partials in chunk order. The norm depends on the gradient sizes and values
+// only, so it is the same bits on every run, whatever the grid. It can differ from the CPU's in
+// the last bits (a different order of the same double additions). Squares of float, half or
+// bfloat16 values (at most 1.2e77) cannot overflow a double sum, so the CPU's rescaled second
+// pass for huge double gradients has no counterpart here.
+//
+// grad_norm and clip_grad_norm return the norm to the host, so they wait for the stream; the
+// scaling itself is enqueued and not waited for. Part of <meap/cuda.hpp>; compiled by nvcc only.
+#pragma once
+#if !defined(__CUDACC__)
+#error "meap/optim/cuda/*.hpp (and <meap/cuda.hpp>) must be compiled by nvcc: put this code in a .cu file"
+#endif
+
+#include <meap/core/cuda/runtime.hpp>
+#include <meap/core/cuda/tensor.hpp>
+#include <meap/core/device.hpp>
+#include <meap/core/error.hpp>
+#include <meap/core/tensor.hpp>
+#include <meap/core/tensor_view.hpp>
+#include <meap/kernels/cuda/plan.hpp>
+#include <meap/kernels/cuda/support.hpp>
+#include <meap/optim/clip.hpp>
+#include <meap/optim/cuda/parameter.hpp>
+#include <meap/optim/parameter.hpp>
+
+#include <cub/block/block_reduce.cuh>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace meap {
+
+namespace detail::cuda_impl {
+
+// The gradients as the kernels see them: one int64 table of 4 x count words,
+//   [0, count)           first chunk of each tensor (increasing; see cuda_plan::owner_of_chunk)
+//   [count, 2 count)     element count
+//   [2 count, 3 count)   flat offset of its first element in the concatenation of all tensors
+//   [3 count, 4 count)   data pointer
+struct gradient_table {
+  tensor<std::int64_t, cuda> words;
+  int count = 0;
+  index_t chunks = 0;
+  std::vector<index_t> flat_begin;  // host copy of the third block
+};
+
+template <class T>
+gradient_table make_gradient_table(const cuda& device, std::span<const named_parameter<T, cuda>> params) {
+  gradient_table table;
+  table.count = static_cast<int>(params.size());
+  std::vector<std::int64_t> words(4 * params.size());
+  index_t chunk = 0, flat = 0;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const index_t n = params[i].grad.numel();
+    words[i] = chunk;
+    words[params.size() + i] = n;
+    words[2 * params.size() + i] = flat;
+    words[3 * params.size() + i] = static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(params[i].grad.data()));
+    table.flat_begin.push_back(flat);
+    chunk += cuda_plan::norm_chunks(n);
+    flat += n;
+  }
+  table.chunks = chunk;
+  if (!words.empty())
+    table.words =
+        to_device(device, tensor_view<const std::int64_t, cpu>(words.data(), dims{static_cast<index_t>(words.size())}));
+  return table;
+}
+
+// partial: (chunks). partial[c] = sum over chunk c's elements of double(g)^2, a fixed tree per
+// block. Chunks stride by gridDim.x.
+template <class T, int Threads>
+__global__ void __launch_bounds__(Threads)
+    norm_partial_kernel(const std::int64_t* table, int count, index_t chunks, double* partial) {
+  using reduce = cub::BlockReduce<double, Threads>;
+  __shared__ typename reduce::TempStorage storage;
+  const std::int64_t* first_chunk = table;
+  const std::int64_t* numel = table + count;
+  const std::int64_t* pointers = table + 3 * count;
+  for (index_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const int p = cuda_plan::owner_of_chunk(first_chunk, count, chunk);
+    const T* g = reinterpret_cast<const T*>(static_cast<std::uintptr_t>(pointers[p]));
+    const index_t begin = (chunk - first_chunk[p]) * cuda_plan::norm_chunk;
+    const index_t end = begin + cuda_plan::norm_chunk < numel[p] ? begin + cuda_plan::norm_chunk : numel[p];
+    double sum = 0.0;
+    for (index_t i = begin + threadIdx.x; i < end; i += Threads) {
+      const auto x = static_cast<double>(to_float(g[i]));
+      sum += x * x;
+    }
+    const double total = reduce(storage).Sum(sum);
+    if (threadIdx.x == 0) partial[chunk] = total;
+    __syncthreads();  // storage is reused by the next chunk
+  }
+}
+
+// first = the smallest flat offset of a non-finite element (integer atomicMin: order-free).
+template <class T>
+__global__ void nonfinite_kernel(const std::int64_t* table, int count, index_t chunks, unsigned long long* first) {
+  const std::int64_t* first_chunk = table;
+  const std::int64_t* numel = table + count;
+  const std::int64_t* flat_begin = table + 2 * count;
+  const std::int64_t* pointers = table + 3 * count;
+  for (index_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const int p = cuda_plan::owner_of_chunk(first_chunk, count, chunk);
+    const T* g = reinterpret_cast<const T*>(static_cast<std::uintptr_t>(pointers[p]));
+    const index_t begin = (chunk - first_chunk[p]) * cuda_plan::norm_chunk;
+    const index_t end = begin + cuda_plan::norm_chunk < numel[p] ? begin + cuda_plan::norm_chunk : numel[p];
+    for (index_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+      if (!isfinite(to_float(g[i]))) {
+        atomicMin(first, static_cast<unsigned long long>(flat_begin[p] + i));
+        break;  // this thread's later elements come after
+      }
+  }
+}
+
+// g (n) *= factor, in T (the CPU's g *= T(scale)).
+template <class T>
+__global__ void scale_kernel(T* g, index_t n, float factor) {
+  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<index_t>(gridDim.x) * blockDim.x)
+    g[i] = from_float<T>(to_float(g[i]) * factor);
+}
+
+template <class T>
+double global_norm(const cuda& device, std::span<const named_parameter<T, cuda>> params) {
+  const gradient_table table = make_gradient_table(device, params);
+  if (table.chunks == 0) return 0.0;
+  tensor<double, cuda> partial(device, {table.chunks});
+  constexpr int threads = 256;
+  norm_partial_kernel<T, threads><<<cuda_plan::grid_size(table.chunks, 1), threads, 0, device.stream>>>(
+      table.words.data(), table.count, table.chunks, partial.data());
+  check_launch();
+  return std::sqrt(sum_doubles(device, partial.data(), table.chunks));
+}
+
+template <class T>
+std::optional<nonfinite_gradient> find_nonfinite(const cuda& device, std::span<const named_parameter<T, cuda>> params) {
+  const gradient_table table = make_gradient_table(device, params);
+  if (table.chunks == 0) return std::nullopt;
+  tensor<std::uint64_t, cuda> first(device, {1});
+  MEAP_CUDA_CHECK(cudaMemsetAsync(first.data(), 0xff, sizeof(std::uint64_t), device.stream));
+  constexpr int threads = 256;
+  nonfinite_kernel<T><<<cuda_plan::grid_size(table.chunks, 1), threads, 0, device.stream>>>(
+      table.words.data(), table.count, table.chunks, reinterpret_cast<unsigned long long*>(first.data()));
+  check_launch();
+  std::uint64_t flat = 0;
+  MEAP_CUDA_CHECK(cudaMemcpyAsync(&flat, first.data(), sizeof flat, cudaMemcpyDeviceToHost, device.stream));
+  synchronize(device);
+  if (flat == no_invalid_index) return std::nullopt;
+  // The owner: the last tensor whose flat range starts at or before `flat` and is not empty.
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (params[i].grad.numel() > 0 && table.flat_begin[i] <= static_cast<index_t>(flat)) k = i;
+  const index_t index = static_cast<index_t>(flat) - table.flat_begin[k];
+  T value{};
+  MEAP_CUDA_CHECK(cudaMemcpyAsync(&value, params[k].grad.data() + index, sizeof value, cudaMemcpyDeviceToHost,
+                                  device.stream));
+  synchronize(device);
+  return nonfinite_gradient{params[k].name, k, index, static_cast<double>(static_cast<float>(value))};
+}
+
+}  // namespace detail::cuda_impl
+
+// The global L2 norm of all gradients (NaN or inf when one is non-finite). Nothing is modified.
+template <cuda_compute_type T>
+double grad_norm(const cuda& device, std::span<const named_parameter<T, cuda>> params) {
+  detail::cuda_impl::check_parameters<T>("meap::grad_norm", params);
+  return detail::cuda_impl::global_norm(device, params);
+}
+
+// Scales all gradients so that their global L2 norm is at most about max_norm, as the CPU's
+// clip_grad_norm: scale = min(1, max_norm / (norm + 1e-6)); a non-finite norm changes nothing.
+template <cuda_compute_type T>
+clip_result clip_grad_norm(const cuda& device, std::span<const named_parameter<T, cuda>> params, double max_norm) {
+  constexpr std::string_view function = "meap::clip_grad_norm";
+  check_argument(std::isfinite(max_norm) && max_norm > 0, function, "max_norm", max_norm, "a finite value > 0");
+  detail::cuda_impl::check_parameters<T>(function, params);
+  const double norm = detail::cuda_impl::global_norm(device, params);
+  if (!std::isfinite(norm)) return {norm, 1.0, false};
+  const double scale = std::min(1.0, max_norm / (norm + 1e-6));
+  if (scale < 1.0) {
+    const auto factor = static_cast<float>(static_cast<T>(scale));  // the CPU multiplies by T(scale)
+    for (const auto& p : params) {
+      const index_t n = p.grad.numel();
+      if (n == 0) continue;
+      constexpr int threads = 256;
+      detail::cuda_impl::scale_kernel<T><<<detail::cuda_plan::grid_size(n, threads), threads, 0, device.stream>>>(
+          p.grad.data(), n, factor);
+      detail::cuda_impl::check_launch();
+    }
+  }
+  return {norm, scale, true};
+}
+
+// The first non-finite gradient element (parameters in list order, elements row-major), or
+// nullopt when all are finite. Waits for the stream.
+template <cuda_compute_type T>
+std::optional<nonfinite_gradient> first_nonfinite_gradient(const cuda& device,
+                                                           std::span<const named_parameter<T, cuda>> params) {
+  detail::cuda_impl::check_parameters<T>("meap::first_nonfinite_gradient", params);
+  return detail::cuda_impl::find_nonfinite(device, params);
+}
+
+// The same for a std::vector of parameters.
+template <cuda_compute_type T>
+double grad_norm(const cuda& device, const std::vector<named_parameter<T, cuda>>& params) {
+  return grad_norm(device, std::span<const named_parameter<T, cuda>>(params));
+}
+template <cuda_compute_type T>
+clip_result clip_grad_norm(const cuda& device, const std::vector<named_parameter<T, cuda>>& params, double max_norm) {
+  return clip_grad_norm(device, std::span<const named_parameter<T, cuda>>(params), max_norm);
+}
+template <cuda_compute_type T>
+std::optional<nonfinite_gradient> first_nonfinite_gradient(const cuda& device,
+                                                           const std::vector<named_parameter<T, cuda>>& params) {
+  return first_nonfinite_gradient(device, std::span<const named_parameter<T, cuda>>(params));
+}
+
+}  // namespace meap
