@@ -1,5 +1,6 @@
 // The host block cache behind tensor<T, cpu>: large blocks come back for reuse, small ones never
-// enter it, the limit bounds it (0 turns it off), release() empties it, and blocks stay aligned.
+// enter it, the limit bounds it by evicting the oldest blocks (0 turns it off), release()
+// empties it, and blocks stay aligned.
 #include <meap/core/host_memory.hpp>
 #include <meap/core/tensor.hpp>
 
@@ -61,15 +62,23 @@ BOOST_FIXTURE_TEST_CASE(large_blocks_are_reused_small_ones_are_not_cached, fresh
   BOOST_TEST(meap::host_memory_cache_stats().cached_blocks == 0u);
 }
 
-BOOST_FIXTURE_TEST_CASE(the_limit_bounds_the_cache_and_zero_turns_it_off, fresh_cache) {
+BOOST_FIXTURE_TEST_CASE(the_limit_evicts_the_oldest_blocks_and_zero_turns_it_off, fresh_cache) {
   auto& cache = meap::detail::host_block_cache::instance();
   meap::set_host_memory_cache_limit(large);  // room for one block
   void* a = cache.allocate(large);
   void* b = cache.allocate(large);
   cache.deallocate(a, large);
-  cache.deallocate(b, large);  // over the limit: freed, not cached
+  cache.deallocate(b, large);  // over the limit: a, the oldest, is evicted
   BOOST_TEST(meap::host_memory_cache_stats().cached_blocks == 1u);
-  meap::set_host_memory_cache_limit(0);  // below what is cached: everything is released
+  BOOST_TEST(meap::host_memory_cache_stats().cached_bytes == large);
+  void* again = cache.allocate(large);
+  BOOST_TEST(again == b);  // the newest block survived
+  void* huge = cache.allocate(2 * large);
+  cache.deallocate(huge, 2 * large);  // larger than the limit: never cached, nothing evicted for it
+  BOOST_TEST(meap::host_memory_cache_stats().cached_bytes == 0u);
+  cache.deallocate(again, large);
+  BOOST_TEST(meap::host_memory_cache_stats().cached_bytes == large);
+  meap::set_host_memory_cache_limit(0);  // below what is cached: evicted
   BOOST_TEST(meap::host_memory_cache_stats().cached_bytes == 0u);
   void* c = cache.allocate(large);
   cache.deallocate(c, large);
