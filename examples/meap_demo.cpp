@@ -307,14 +307,21 @@ grid evaluate(const meap::nn::llama_model<float>& model, const settings& s) {
                                    static_cast<std::uint32_t>(b));
         generate_row(tokens.data() + b * (length + 1), length, random, depths_percent[di] / 100.0);
       }
-      const auto inputs = meap::clone(meap::cpu{}, tokens.view().slice(1, 0, length).as_const());
-      const auto context = model.forward(inputs.view());
-      const auto logits = model.logits(context);  // (rows * length, vocab)
+      // In chunks of rows: forward keeps every activation for a backward pass, so 128 rows of
+      // T = 512 at once would hold about 1 GB.
+      constexpr meap::index_t chunk_rows = 16;
       const meap::index_t at = first_answer_position(length);
-      for (meap::index_t b = 0; b < rows; ++b) {
-        const float* row_logits = logits.data() + (b * length + at) * vocab_size;
-        const auto best = static_cast<std::int32_t>(std::max_element(row_logits, row_logits + vocab_size) - row_logits);
-        correct[li][di] += best == tokens.view()(b, at + 1);
+      for (meap::index_t b0 = 0; b0 < rows; b0 += chunk_rows) {
+        const meap::index_t n = std::min(chunk_rows, rows - b0);
+        const auto inputs = meap::clone(meap::cpu{}, tokens.view().slice(0, b0, b0 + n).slice(1, 0, length).as_const());
+        const auto context = model.forward(inputs.view());
+        const auto logits = model.logits(context);  // (n * length, vocab)
+        for (meap::index_t b = 0; b < n; ++b) {
+          const float* row_logits = logits.data() + (b * length + at) * vocab_size;
+          const auto best =
+              static_cast<std::int32_t>(std::max_element(row_logits, row_logits + vocab_size) - row_logits);
+          correct[li][di] += best == tokens.view()(b0 + b, at + 1);
+        }
       }
     }
   }
