@@ -46,9 +46,9 @@ inline std::string describe_parameter(std::string_view name, std::size_t index) 
 
 // The checks every optimizer-side function makes at the door: non-empty unique names, a
 // gradient of the value's shape, both contiguous (the update runs over flat element ranges) and
-// both non-null when non-empty.
-template <class T>
-void check_parameters(std::string_view function, std::span<const named_parameter<T, cpu>> params) {
+// both non-null when non-empty. Device-generic; the CUDA optimizer adds its device check.
+template <class T, class Device>
+void check_parameter_list(std::string_view function, std::span<const named_parameter<T, Device>> params) {
   std::unordered_set<std::string_view> names;
   names.reserve(params.size());
   for (std::size_t i = 0; i < params.size(); ++i) {
@@ -71,6 +71,10 @@ void check_parameters(std::string_view function, std::span<const named_parameter
       throw_argument_error(function, "params", who + " with a null value or grad pointer",
                            "views of allocated memory");
   }
+}
+template <class T>
+void check_parameters(std::string_view function, std::span<const named_parameter<T, cpu>> params) {
+  check_parameter_list<T, cpu>(function, params);
 }
 
 }  // namespace detail
