@@ -107,7 +107,8 @@ int main(int argc, char** argv) {
     meap::tensor<bf16, meap::cuda> d_hidden(device, {N, d}), d_weight(device, {V, d});
     // The baseline's (N, V) logits and their gradient, allocated inside each call like any
     // framework's activations would be.
-    const meap::cuda_cross_entropy_tuning tuning{.logits_budget_bytes = static_cast<std::size_t>(budget_mib) << 20};
+    meap::cross_entropy_options<meap::cuda> tuning;
+    tuning.logits_budget_bytes = static_cast<std::size_t>(budget_mib) << 20;
     int ordinal = 0;
     MEAP_CUDA_CHECK(cudaGetDevice(&ordinal));
     memory_probe probe(ordinal);
@@ -115,11 +116,11 @@ int main(int argc, char** argv) {
     double fused_loss = 0, baseline_loss = 0;
     const auto fused = [&] {
       fused_loss = meap::linear_cross_entropy<bf16>(device, hidden.view(), weight.view(), labels.view(),
-                                                    d_hidden.view(), d_weight.view(), {}, tuning)
+                                                    d_hidden.view(), d_weight.view(), tuning)
                        .loss;
     };
     const auto fused_forward = [&] {
-      fused_loss = meap::linear_cross_entropy(device, hidden.view(), weight.view(), labels.view(), {}, tuning).loss;
+      fused_loss = meap::linear_cross_entropy(device, hidden.view(), weight.view(), labels.view(), tuning).loss;
     };
     const auto baseline = [&](bool backward) {
       meap::tensor<bf16, meap::cuda> logits(device, {N, V});

@@ -65,13 +65,6 @@ meap::nn::llama_config bench_config() {
   return c;
 }
 
-double flops_per_token(const meap::nn::llama_config& c) {
-  const double d = double(c.d_model), kv = double(c.kv_heads * c.head_dim());
-  const double per_layer = 2 * d * d + 2 * d * kv + 3 * d * double(c.ffn);
-  const double n_matmul = double(c.layers) * per_layer + double(c.vocab) * d;
-  return 6.0 * n_matmul + 6.0 * double(c.layers) * d * double(seq);
-}
-
 meap::tensor<std::int32_t, cpu> random_batch(std::mt19937& rng) {
   auto tokens = meap::zeros<std::int32_t>(cpu{}, {batch, seq + 1});
   std::uniform_int_distribution<std::int32_t> id(0, mask_id - 1);
@@ -109,7 +102,8 @@ struct phase_times {
 class instrumented_step {
  public:
   instrumented_step(const meap::nn::llama_config& config, const meap::train::pretrain_options& options)
-      : model_(config), optimizer_(options.optimizer), options_(options) {
+      : model_(config), optimizer_(options.optimizer), options_(options),
+        values_(meap::zeros<double>(cpu{}, {meap::status_value_count})) {
     model_.initialize(7);
     times_.best.fill(1e30);
   }
@@ -126,34 +120,36 @@ class instrumented_step {
     masking_options.step = step;
     auto batch_ids = meap::masking::apply(cpu{}, meap::masking::fixed_ratio{}, tokens.view().as_const(), masking_options);
     lap(0);
-    model_.zero_grad();
+    model_.zero_grad(cpu{});
+    meap::fill(cpu{}, values_.view(), 0.0);
     lap(1);
-    const auto ctx = model_.forward(batch_ids.input_ids.view().as_const());
+    const auto ctx = model_.forward(cpu{}, batch_ids.input_ids.view().as_const());
     lap(2);
+    const meap::step_status<cpu> status{values_.view()};
     meap::tensor<float, cpu> d_hidden(cpu{}, ctx.hidden.shape());
-    meap::tensor<float, cpu> d_head(cpu{}, model_.head_weight().shape());
     const auto labels = batch_ids.labels.view().as_const().reshape({batch * seq});
-    const auto loss = meap::linear_cross_entropy<float>(cpu{}, ctx.hidden.view(), model_.head_weight(), labels,
-                                                        d_hidden.view(), d_head.view());
-    auto head_grad = model_.head_grad();
-    for (index_t i = 0; i < head_grad.numel(); ++i) head_grad.data()[i] += d_head.data()[i];
+    meap::cross_entropy_options<cpu> loss_options;
+    loss_options.d_weight_write = meap::gradient_write::accumulate;
+    loss_options.loss_sum = status.loss_sum();
+    (void)meap::linear_cross_entropy<float>(cpu{}, ctx.hidden.view(), model_.head_weight(), labels, d_hidden.view(),
+                                            model_.head_grad(), loss_options);
     lap(3);
-    model_.backward(ctx, d_hidden.view());
+    model_.backward(cpu{}, ctx, d_hidden.view());
     lap(4);
-    const auto params = model_.parameters();
-    const std::span<const meap::named_parameter<float, cpu>> param_span(params);
-    const auto clip = meap::clip_grad_norm(cpu{}, param_span, options_.clip_norm);
+    meap::clip_factor(cpu{}, model_.store().grad_flat(), options_.clip_norm, status);
     lap(5);
-    if (clip.finite && std::isfinite(loss.loss)) optimizer_.step(cpu{}, param_span, options_.optimizer.lr);
+    optimizer_.step(cpu{}, model_.store(), options_.optimizer.lr, status);
+    optimizer_.finish_step(values_.data()[static_cast<int>(meap::status_value::update)] != 0.0);
     lap(6);
   }
 
   const phase_times& times() const { return times_; }
 
  private:
-  meap::nn::llama_model<float> model_;
-  meap::adamw<float> optimizer_;
+  meap::nn::llama_model<meap::fp32, cpu> model_;
+  meap::adamw<meap::fp32, cpu> optimizer_;
   meap::train::pretrain_options options_;
+  meap::tensor<double, cpu> values_;  // the step status
   phase_times times_;
 };
 
@@ -168,7 +164,7 @@ int main(int argc, char** argv) {
   const int steps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 5;
   constexpr int warmup = 2;
   const auto config = bench_config();
-  const double flops_token = flops_per_token(config);
+  const double flops_token = config.training_flops_per_token(seq);
 #if defined(_OPENMP)
   const int threads = omp_get_max_threads();
 #else
@@ -196,13 +192,13 @@ int main(int argc, char** argv) {
   // One meap model per thread setting (1, and all the machine has), each its own pretrainer.
   std::vector<int> meap_threads{1};
   if (threads > 1) meap_threads.push_back(threads);
-  std::vector<std::unique_ptr<meap::nn::llama_model<float>>> models;
-  std::vector<std::unique_ptr<meap::train::pretrainer<float>>> trainers;
+  using trainer_type = meap::train::pretrainer<meap::fp32, cpu>;
+  std::vector<std::unique_ptr<meap::nn::llama_model<meap::fp32, cpu>>> models;
+  std::vector<std::unique_ptr<trainer_type>> trainers;
   for (std::size_t s = 0; s < meap_threads.size(); ++s) {
-    models.push_back(std::make_unique<meap::nn::llama_model<float>>(config));
+    models.push_back(std::make_unique<meap::nn::llama_model<meap::fp32, cpu>>(config));
     models.back()->initialize(1);
-    trainers.push_back(
-        std::make_unique<meap::train::pretrainer<float>>(*models.back(), meap::masking::fixed_ratio{0.15}, options));
+    trainers.push_back(std::make_unique<trainer_type>(*models.back(), meap::masking::fixed_ratio{0.15}, options));
   }
   std::vector<double> meap_best(meap_threads.size(), 1e30);
   meap::train::step_report meap_report;

@@ -221,11 +221,11 @@ meap::tensor<std::int32_t, meap::cpu> training_batch(std::uint64_t seed, std::ui
 // label, exactly the method's loss; most targets here (filler, pair tokens, query keys) are random
 // and unpredictable, so the loss stays high and only the answers can be learned. --loss answers
 // labels only the query answers, as Zoology trains MQAR. Both models get the same labels either way.
-double train(const char* name, meap::nn::llama_model<float>& model, std::optional<meap::masking::fixed_ratio> policy,
+double train(const char* name, meap::nn::llama_model<meap::fp32, meap::cpu>& model, std::optional<meap::masking::fixed_ratio> policy,
              const settings& s) {
   meap::adamw_config optimizer_config;
   optimizer_config.weight_decay = 0.01;
-  meap::adamw<float> optimizer(optimizer_config);
+  meap::adamw<meap::fp32, meap::cpu> optimizer(optimizer_config);
   const meap::warmup_cosine schedule({3e-3, 3e-4, std::min<std::int64_t>(60, s.steps), s.steps});
   meap::masking::pretraining_options masking;
   masking.seed = s.seed;
@@ -259,20 +259,18 @@ double train(const char* name, meap::nn::llama_model<float>& model, std::optiona
       }
     }
 
-    model.zero_grad();
-    const auto context = model.forward(input_ids.view());
+    model.zero_grad(meap::cpu{});
+    const auto context = model.forward(meap::cpu{}, input_ids.view());
     meap::tensor<float, meap::cpu> d_hidden(meap::cpu{}, context.hidden.shape());
-    meap::tensor<float, meap::cpu> d_head(meap::cpu{}, model.head_weight().shape());
+    // The head's gradient goes straight into the model's gradient buffer (added to it).
     const auto loss = meap::linear_cross_entropy<float>(meap::cpu{}, context.hidden.view(), model.head_weight(),
-                                                        labels.view(), d_hidden.view(), d_head.view());
-    auto head_grad = model.head_grad();
-    for (meap::index_t i = 0; i < head_grad.numel(); ++i) head_grad.data()[i] += d_head.data()[i];
-    model.backward(context, d_hidden.view());
+                                                        labels.view(), d_hidden.view(), model.head_grad(),
+                                                        {.d_weight_write = meap::gradient_write::accumulate});
+    model.backward(meap::cpu{}, context, d_hidden.view());
     const auto params = model.parameters();
-    const std::span<const meap::named_parameter<float, meap::cpu>> param_span(params);
     const double lr = schedule(step);
-    if (meap::clip_grad_norm(meap::cpu{}, param_span, 1.0).finite && std::isfinite(loss.loss))
-      optimizer.step(meap::cpu{}, param_span, lr);
+    if (meap::clip_grad_norm(meap::cpu{}, params, 1.0).finite && std::isfinite(loss.loss))
+      optimizer.step(meap::cpu{}, model.store(), lr);
     else
       std::fprintf(stderr, "  %s step %lld: non-finite loss or gradient, update skipped\n", name,
                    static_cast<long long>(step));
@@ -295,7 +293,7 @@ double train(const char* name, meap::nn::llama_model<float>& model, std::optiona
 // every (length, depth) cell on held-out rows: a data seed no training step uses.
 using grid = std::array<std::array<int, depths_percent.size()>, lengths.size()>;  // correct answers
 
-grid evaluate(const meap::nn::llama_model<float>& model, const settings& s) {
+grid evaluate(const meap::nn::llama_model<meap::fp32, meap::cpu>& model, const settings& s) {
   grid correct{};
   const meap::index_t rows = s.eval_rows;
   for (std::size_t li = 0; li < lengths.size(); ++li) {
@@ -314,8 +312,8 @@ grid evaluate(const meap::nn::llama_model<float>& model, const settings& s) {
       for (meap::index_t b0 = 0; b0 < rows; b0 += chunk_rows) {
         const meap::index_t n = std::min(chunk_rows, rows - b0);
         const auto inputs = meap::clone(meap::cpu{}, tokens.view().slice(0, b0, b0 + n).slice(1, 0, length).as_const());
-        const auto context = model.forward(inputs.view());
-        const auto logits = model.logits(context);  // (n * length, vocab)
+        const auto context = model.forward(meap::cpu{}, inputs.view());
+        const auto logits = model.logits(meap::cpu{}, context);  // (n * length, vocab)
         for (meap::index_t b = 0; b < n; ++b) {
           const float* row_logits = logits.data() + (b * length + at) * vocab_size;
           const auto best =
@@ -439,7 +437,7 @@ int run(int argc, char** argv) {
 
   const auto start = std::chrono::steady_clock::now();
   // Same initialization and same batches for both; only the masking differs.
-  meap::nn::llama_model<float> ntp(config), meap_model(config);
+  meap::nn::llama_model<meap::fp32, meap::cpu> ntp(config), meap_model(config);
   ntp.initialize(s.seed);
   meap_model.initialize(s.seed);
   std::fprintf(stderr, "training NTP\n");

@@ -1,5 +1,7 @@
-// meap/cuda.hpp: everything in <meap/meap.hpp> plus the meap::cuda overloads. Include it from
-// CUDA translation units (.cu files compiled by nvcc) and link the target meap::cuda.
+// meap/cuda.hpp: everything in <meap/meap.hpp> plus the meap::cuda implementations behind its
+// front doors (kernels/cuda/*, optim/cuda/*, masking/cuda/*), so that the same calls, models and
+// trainers run with meap::cuda{stream}. Include it from CUDA translation units (.cu files compiled
+// by nvcc) and link the target meap::cuda.
 #pragma once
 #if !defined(__CUDACC__)
 #error "<meap/cuda.hpp> must be compiled by nvcc: include it from a .cu file (CPU code uses <meap/meap.hpp>)"
@@ -11,6 +13,7 @@
 #include <meap/core/cuda/tensor.hpp>
 #include <meap/kernels/cuda/attention.hpp>
 #include <meap/kernels/cuda/cross_entropy.hpp>
+#include <meap/kernels/cuda/elementwise.hpp>
 #include <meap/kernels/cuda/embedding.hpp>
 #include <meap/kernels/cuda/gemm.hpp>
 #include <meap/kernels/cuda/linear.hpp>

@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     if (mode == "write") {
       meap::nn::llama_config config{.vocab = 37, .d_model = 48, .layers = 2, .heads = 6, .kv_heads = 2, .ffn = 80,
                                     .max_seq = 32, .rope_theta = 500000.0, .norm_eps = 1e-5};
-      meap::nn::llama_model<float> model(config);
+      meap::nn::llama_model<meap::fp32> model(config);
       model.initialize(2024);
       // Make the norm gains non-trivial so the check covers them too.
       for (auto& p : model.parameters())
@@ -56,18 +56,18 @@ int main(int argc, char** argv) {
       meap::train::save_model(dir, model);
       std::vector<std::int32_t> tokens(batch * length);
       for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<std::int32_t>((i * 7 + 3) % 37);
-      const auto logits = model.logits(model.forward(meap::make_view(std::span<const std::int32_t>(tokens), {batch, length})));
+      const auto logits = model.logits(meap::cpu{}, model.forward(meap::cpu{}, meap::make_view(std::span<const std::int32_t>(tokens), {batch, length})));
       write_raw(dir / "tokens.i32", tokens.data(), tokens.size());
       write_raw(dir / "logits.f32", logits.data(), static_cast<std::size_t>(logits.numel()));
       std::printf("torch_roundtrip: wrote %s (%lld logits)\n", dir.c_str(), static_cast<long long>(logits.numel()));
       return 0;
     }
     if (mode == "check") {
-      auto model = meap::train::load_pretrained<float>(dir);
+      auto model = meap::train::load_pretrained<meap::fp32>(dir);
       const auto tokens = read_raw<std::int32_t>(dir / "tokens.i32");
       const auto expected = read_raw<float>(dir / "logits.f32");
       const auto logits = model.logits(
-          model.forward(meap::make_view(std::span<const std::int32_t>(tokens), {batch, static_cast<meap::index_t>(tokens.size()) / batch})));
+          meap::cpu{}, model.forward(meap::cpu{}, meap::make_view(std::span<const std::int32_t>(tokens), {batch, static_cast<meap::index_t>(tokens.size()) / batch})));
       if (expected.size() != static_cast<std::size_t>(logits.numel())) throw meap::error("torch_roundtrip: logit count differs");
       double worst = 0, scale = 1;
       for (std::size_t i = 0; i < expected.size(); ++i) {

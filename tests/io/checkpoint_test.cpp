@@ -3,6 +3,7 @@
 #include <meap/core/philox.hpp>
 #include <meap/core/tensor.hpp>
 #include <meap/io/safetensors.hpp>
+#include <meap/nn/parameter_store.hpp>
 #include <meap/optim/adamw.hpp>
 #include <meap/optim/clip.hpp>
 
@@ -17,41 +18,38 @@
 
 namespace {
 
-// A toy model: named parameters and gradients held in tensors.
+using store_type = meap::nn::parameter_store<meap::fp32, meap::cpu>;
+using optimizer_type = meap::adamw<meap::fp32, meap::cpu>;
+
+// A toy model: named parameters in a store, and deterministic gradients.
 struct toy_model {
   std::vector<std::string> names{"model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight", "model.norm.weight"};
   std::vector<meap::dims> shapes{{8, 4}, {6, 4}, {4}};
-  std::vector<meap::tensor<float, meap::cpu>> values, grads;
+  store_type store;
 
   toy_model() {
-    for (std::size_t k = 0; k < names.size(); ++k) {
-      values.push_back(meap::full<float>(meap::cpu{}, shapes[k], 0.1f * static_cast<float>(k + 1)));
-      grads.push_back(meap::zeros<float>(meap::cpu{}, shapes[k]));
-    }
-  }
-  std::vector<meap::named_parameter<float, meap::cpu>> parameters() {
-    std::vector<meap::named_parameter<float, meap::cpu>> params;
-    for (std::size_t k = 0; k < names.size(); ++k)
-      params.push_back({names[k], values[k].view(), grads[k].view(), k != 2});
-    return params;
+    for (std::size_t k = 0; k < names.size(); ++k) store.declare(names[k], shapes[k], k != 2);
+    store.allocate(meap::cpu{});
+    for (meap::index_t k = 0; k < store.size(); ++k)
+      meap::fill(meap::cpu{}, store.master(k), 0.1f * static_cast<float>(k + 1));
   }
   // Deterministic gradients for `step`.
   void backward(std::uint64_t step) {
-    for (std::size_t k = 0; k < names.size(); ++k) {
-      meap::philox_stream random(77 + k, step);
-      float* g = grads[k].data();
-      for (meap::index_t i = 0; i < grads[k].numel(); ++i) g[i] = 4.0f * (random.next_float() - 0.5f);
+    for (meap::index_t k = 0; k < store.size(); ++k) {
+      meap::philox_stream random(77 + static_cast<std::uint64_t>(k), step);
+      const auto g = store.grad(k);
+      for (meap::index_t i = 0; i < g.numel(); ++i) g.data()[i] = 4.0f * (random.next_float() - 0.5f);
     }
   }
 };
 
-void train(toy_model& model, meap::adamw<float>& opt, std::uint64_t first, std::uint64_t last) {
-  const auto params = model.parameters();
+void train(toy_model& model, optimizer_type& opt, std::uint64_t first, std::uint64_t last) {
+  const auto params = model.store.parameters();
   for (std::uint64_t step = first; step < last; ++step) {
     model.backward(step);
     const auto clip = meap::clip_grad_norm(meap::cpu{}, params, 1.0);
     BOOST_REQUIRE(clip.finite);
-    opt.step(meap::cpu{}, params, 1e-2 / static_cast<double>(step + 1));
+    opt.step(meap::cpu{}, model.store, 1e-2 / static_cast<double>(step + 1));
   }
 }
 
@@ -63,41 +61,39 @@ BOOST_AUTO_TEST_CASE(resume_from_a_safetensors_checkpoint_is_bit_identical) {
   io_test::scratch_directory dir;
   const meap::adamw_config config{.lr = 1e-2, .weight_decay = 0.1};
   toy_model uninterrupted;
-  meap::adamw<float> uninterrupted_opt(config);
+  optimizer_type uninterrupted_opt(config);
   train(uninterrupted, uninterrupted_opt, 0, 4);
 
   {  // Save: parameters under their own names, optimizer state under "optimizer.*", step in metadata.
     meap::safetensors_writer writer;
-    const auto params = uninterrupted.parameters();
-    for (const auto& p : params) writer.add(p.name, p.value);
-    for (const auto& s : uninterrupted_opt.state_views()) writer.add(s.name, s.view);
+    for (const auto& p : uninterrupted.store.parameters()) writer.add(p.name, p.value.as_const());
+    for (const auto& s : uninterrupted_opt.state_views(uninterrupted.store)) writer.add(s.name, s.view);
     writer.add_metadata("step", "4");
     writer.save(dir / "step4.safetensors");
   }
   BOOST_TEST(dir.listing() == std::vector<std::string>{"step4.safetensors"}, boost::test_tools::per_element());
 
   toy_model resumed;  // different initial values: everything must come from the file
-  for (auto& v : resumed.values) meap::fill(meap::cpu{}, v.view(), -7.0f);
-  meap::adamw<float> resumed_opt(config);
+  meap::fill(meap::cpu{}, resumed.store.master_flat(), -7.0f);
+  optimizer_type resumed_opt(config);
   {
     const meap::safetensors_file file(dir / "step4.safetensors");
     BOOST_TEST(file.size() == 3u * 4u);
     BOOST_TEST(file.metadata().at("step") == "4");
-    const auto params = resumed.parameters();
-    for (const auto& p : params) file.load_into(p.name, p.value);
-    resumed_opt.load_state(params, [&](const std::string& name) { return file.view(name); });
+    for (const auto& p : resumed.store.parameters()) file.load_into(p.name, p.value);
+    resumed_opt.load_state(meap::cpu{}, resumed.store, [&](const std::string& name) { return file.view(name); });
   }
   train(uninterrupted, uninterrupted_opt, 4, 8);
   train(resumed, resumed_opt, 4, 8);
-  for (std::size_t k = 0; k < resumed.names.size(); ++k) {
-    BOOST_TEST(std::memcmp(resumed.values[k].data(), uninterrupted.values[k].data(), resumed.values[k].bytes()) == 0,
-               resumed.names[k]);
-    const auto* a = uninterrupted_opt.state(resumed.names[k]);
-    const auto* b = resumed_opt.state(resumed.names[k]);
-    BOOST_TEST(a->step == 8);
-    BOOST_TEST(b->step == 8);
-    BOOST_TEST(std::memcmp(a->exp_avg_sq.data(), b->exp_avg_sq.data(), a->exp_avg_sq.bytes()) == 0);
+  for (meap::index_t k = 0; k < resumed.store.size(); ++k) {
+    const auto a = uninterrupted.store.master(k), b = resumed.store.master(k);
+    BOOST_TEST(std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.numel()) * sizeof(float)) == 0,
+               resumed.store.entry(k).name);
   }
+  BOOST_TEST(uninterrupted_opt.steps() == 8);
+  BOOST_TEST(resumed_opt.steps() == 8);
+  BOOST_TEST(std::memcmp(uninterrupted_opt.exp_avg_sq().data(), resumed_opt.exp_avg_sq().data(),
+                         static_cast<std::size_t>(resumed_opt.exp_avg_sq().numel()) * sizeof(float)) == 0);
 }
 
 // Weights saved as bf16 (half the bytes) load back into float within bf16 precision.

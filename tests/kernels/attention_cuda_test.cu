@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "kernels/reference.hpp"
+#include "support/errors.hpp"
 #include "support/gpu_main.hpp"
 
 namespace {
@@ -296,7 +297,7 @@ BOOST_AUTO_TEST_CASE(probe_matches_cpu) {
   }
 }
 
-// The same argument errors as the CPU (the CUDA-only ones are in attention_cuda_args_test.cu,
+// The same argument errors as the CPU (the CUDA-only ones are in front_door_args_test.cu,
 // which runs without a GPU); here: an empty batch does nothing and touches no memory.
 BOOST_AUTO_TEST_CASE(empty_batch_is_a_no_op) {
   stream_fixture stream;
@@ -305,6 +306,47 @@ BOOST_AUTO_TEST_CASE(empty_batch_is_a_no_op) {
   meap::tensor<float, meap::cuda> lse(device, dims{0, 2, 5});
   BOOST_CHECK_NO_THROW(meap::attention_forward<meap::half>(device, q.view(), k.view(), k.view(), out.view(), lse.view()));
   meap::synchronize(device);
+}
+
+// Which kernels run is no longer a silent consequence of alignment: attention_kernel_path says,
+// and attention_path::tensor_cores refuses what cannot run there. This build lists sm_80 and
+// sm_90, so the tensor-core code is real (its PTX is compute_80 or newer).
+BOOST_AUTO_TEST_CASE(the_kernel_path_is_visible_and_can_be_required) {
+  stream_fixture stream;
+  const meap::cuda device = stream.device();
+  BOOST_TEST(meap::detail::cuda_attention::tensor_core_architecture() >= 800);
+  meap::tensor<meap::bfloat16, meap::cuda> q(device, dims{1, 64, 2, 64}), k(device, dims{1, 64, 1, 64}),
+      out(device, dims{1, 64, 2, 64});
+  meap::tensor<float, meap::cuda> lse(device, dims{1, 2, 64});
+  meap::tensor<float, meap::cuda> qf(device, dims{1, 64, 2, 64}), kf(device, dims{1, 64, 1, 64}), outf(device, dims{1, 64, 2, 64});
+  meap::fill(device, q.view(), meap::bfloat16(0.25f));
+  meap::fill(device, k.view(), meap::bfloat16(0.5f));
+  BOOST_TEST((meap::attention_kernel_path<meap::bfloat16>(q.view(), k.view(), k.view(), out.view()) ==
+              meap::attention_path::tensor_cores));
+  BOOST_TEST((meap::attention_kernel_path<float>(qf.view(), kf.view(), kf.view(), outf.view()) == meap::attention_path::fma));
+  meap::attention_options<meap::cuda> required;
+  required.path = meap::attention_path::tensor_cores;
+  BOOST_CHECK_EXCEPTION(meap::attention_forward<float>(device, qf.view(), kf.view(), kf.view(), outf.view(), lse.view(), required),
+                        meap::error, meap_test::error_says("meap::attention_forward", "options.path", {"float32 inputs"}));
+  // A view one element in: no longer 16-byte aligned.
+  const meap::tensor_view<const meap::bfloat16, meap::cuda> shifted(q.data() + 1, dims{1, 63, 2, 64});
+  const meap::tensor_view<const meap::bfloat16, meap::cuda> k_short(k.data(), dims{1, 63, 1, 64});
+  meap::tensor<meap::bfloat16, meap::cuda> out_short(device, dims{1, 63, 2, 64});
+  meap::tensor<float, meap::cuda> lse_short(device, dims{1, 2, 63});
+  BOOST_TEST((meap::attention_kernel_path<meap::bfloat16>(shifted, k_short, k_short, out_short.view()) ==
+              meap::attention_path::fma));
+  BOOST_CHECK_EXCEPTION(meap::attention_forward<meap::bfloat16>(device, shifted, k_short, k_short, out_short.view(),
+                                                                lse_short.view(), required),
+                        meap::error, meap_test::error_says("options.path", {"not 16-byte aligned"}));
+  // The FMA kernels on request, and the two paths agree.
+  meap::attention_options<meap::cuda> fma;
+  fma.path = meap::attention_path::fma;
+  meap::tensor<meap::bfloat16, meap::cuda> out_fma(device, dims{1, 64, 2, 64});
+  meap::attention_forward<meap::bfloat16>(device, q.view(), k.view(), k.view(), out.view(), lse.view());
+  meap::attention_forward<meap::bfloat16>(device, q.view(), k.view(), k.view(), out_fma.view(), lse.view(), fma);
+  const auto a = meap::to_host(device, out.view()), b = meap::to_host(device, out_fma.view());
+  for (meap::index_t i = 0; i < a.numel(); ++i)
+    BOOST_TEST_REQUIRE(std::abs(float(a.data()[i]) - float(b.data()[i])) <= 1e-2f, "element " << i);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -21,12 +21,14 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "support/cuda.hpp"
 #include "support/errors.hpp"
 #include "support/gpu_main.hpp"
 
@@ -53,19 +55,7 @@ double tolerance() {
   else return 1.2e-2;
 }
 
-// A CUDA stream per test case.
-struct stream_fixture {
-  cudaStream_t stream = nullptr;
-  meap::cuda device;
-  stream_fixture() {
-    MEAP_CUDA_CHECK(cudaStreamCreate(&stream));
-    device = meap::cuda(stream);
-  }
-  ~stream_fixture() {
-    (void)cudaStreamSynchronize(stream);
-    (void)cudaStreamDestroy(stream);
-  }
-};
+using meap_test::stream_fixture;
 
 // n values ~ N(0, scale^2), each exactly representable in T (so both sides see the same inputs).
 template <class T>
@@ -108,6 +98,13 @@ meap::tensor<float, meap::cpu> host_tensor(const std::vector<float>& values, con
 
 std::vector<float> as_vector(const meap::tensor<float, meap::cpu>& t) { return {t.data(), t.data() + t.numel()}; }
 
+template <class T>
+std::vector<float> as_vector_of(const meap::tensor<T, meap::cpu>& t) {
+  std::vector<float> out(static_cast<std::size_t>(t.numel()));
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(t.data()[i]);
+  return out;
+}
+
 // max |got - ref| / max(1, max |ref|); infinite when got has a NaN (a poisoned output left behind).
 double relative_error(const std::vector<float>& got, const std::vector<float>& ref) {
   BOOST_TEST_REQUIRE(got.size() == ref.size());
@@ -124,16 +121,10 @@ bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const meap::error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using meap_test::error_of;
 
+#define CHECK_TYPE_CLOSE(got, ref, tol, what) \
+  BOOST_TEST(relative_error((got), (ref)) <= (tol), what << ": error " << relative_error((got), (ref)))
 #define CHECK_CLOSE(got, ref, tol, what) \
   BOOST_TEST(relative_error((got), (ref)) <= (tol), what << " (" << type_name<T>() << "): error " << relative_error((got), (ref)))
 
@@ -184,7 +175,7 @@ void check_rope(const meap::cuda& device, std::mt19937& rng, index_t B, index_t 
   meap::rope_backward<float>(host, hx.view(), hback.view(), host_options);
 
   const auto gpos = upload_ids(device, positions);
-  meap::cuda_rope_options options{.theta = theta};
+  meap::rope_options<meap::cuda> options{.theta = theta};
   if (with_positions) options.positions = gpos.view().reshape({B, Tn});
   const auto gx = upload<T>(device, x, shape);
   meap::tensor<T, meap::cuda> gy(device, shape), gback(device, shape);
@@ -380,6 +371,20 @@ std::vector<float> scaled(std::vector<float> x, double factor) {
   return x;
 }
 
+// The CPU options as meap::cuda options (the device-only fields at their defaults, or the budget).
+meap::cross_entropy_options<meap::cuda> on_cuda(const meap::cross_entropy_options<meap::cpu>& options,
+                                                std::size_t budget = meap::detail::cuda_plan::cross_entropy_default_budget) {
+  meap::cross_entropy_options<meap::cuda> result;
+  result.label_smoothing = options.label_smoothing;
+  result.z_loss = options.z_loss;
+  result.normalizer = options.normalizer;
+  result.gradient_scale = options.gradient_scale;
+  result.d_weight_write = options.d_weight_write;
+  result.selected_rows = options.selected_rows;
+  result.logits_budget_bytes = budget;
+  return result;
+}
+
 // CE gradients are compared after scaling by n_sel (their size would shrink with the row count).
 template <class T>
 double ce_grad_tolerance() {
@@ -390,7 +395,7 @@ double ce_grad_tolerance() {
 
 template <class T, class G>
 void check_linear_cross_entropy(const meap::cuda& device, std::mt19937& rng, index_t N, index_t d, index_t V,
-                                double ignored, const meap::cross_entropy_options& options, std::size_t budget) {
+                                double ignored, const meap::cross_entropy_options<meap::cpu>& options, std::size_t budget) {
   const auto hidden = random_values<T>(rng, N * d), weight = random_values<T>(rng, V * d, 0.5);
   const auto labels = random_labels(rng, N, V, ignored);
   // CPU twin in T (it widens 16-bit inputs to float itself).
@@ -406,7 +411,7 @@ void check_linear_cross_entropy(const meap::cuda& device, std::mt19937& rng, ind
 
   const auto gh = upload<T>(device, hidden, {N, d}), gw = upload<T>(device, weight, {V, d});
   const auto gl = upload_ids(device, labels);
-  const meap::cuda_cross_entropy_tuning tuning{.logits_budget_bytes = budget};
+  const auto device_options = on_cuda(options, budget);
   std::vector<float> first_dh, first_dw;
   double first_loss = 0;
   for (int run = 0; run < 2; ++run) {
@@ -415,7 +420,7 @@ void check_linear_cross_entropy(const meap::cuda& device, std::mt19937& rng, ind
     poison(device, gdh.view());
     poison(device, gdw.view());
     const auto got = meap::linear_cross_entropy<T>(device, gh.view(), gw.view(), gl.view(), gdh.view(), gdw.view(),
-                                                   options, tuning);
+                                                   device_options);
     const auto dh = download(device, gdh.view()), dw = download(device, gdw.view());
     const std::string what = "linear_cross_entropy N=" + std::to_string(N) + " d=" + std::to_string(d) + " V=" +
                              std::to_string(V) + " budget=" + std::to_string(budget) + " eps=" +
@@ -434,7 +439,7 @@ void check_linear_cross_entropy(const meap::cuda& device, std::mt19937& rng, ind
         if (labels[static_cast<std::size_t>(r)] == meap::ignore_index)
           for (index_t c = 0; c < d; ++c) BOOST_TEST_REQUIRE(dh[static_cast<std::size_t>(r * d + c)] == 0.0f, what);
       // Forward only: the same loss, bit for bit.
-      const auto forward = meap::linear_cross_entropy(device, gh.view(), gw.view(), gl.view(), options, tuning);
+      const auto forward = meap::linear_cross_entropy(device, gh.view(), gw.view(), gl.view(), device_options);
       BOOST_TEST(forward.loss == got.loss, what << " forward-only loss");
       first_dh = dh;
       first_dw = dw;
@@ -449,7 +454,7 @@ void check_linear_cross_entropy(const meap::cuda& device, std::mt19937& rng, ind
 
 template <class T>
 void check_cross_entropy(const meap::cuda& device, std::mt19937& rng, index_t N, index_t V, double ignored,
-                         const meap::cross_entropy_options& options) {
+                         const meap::cross_entropy_options<meap::cpu>& options) {
   const auto logits = random_values<T>(rng, N * V, 3.0);
   const auto labels = random_labels(rng, N, V, ignored);
   std::vector<T> l16(logits.begin(), logits.end());
@@ -464,7 +469,7 @@ void check_cross_entropy(const meap::cuda& device, std::mt19937& rng, index_t N,
   const auto gy = upload_ids(device, labels);
   meap::tensor<T, meap::cuda> gd(device, {N, V});
   poison(device, gd.view());
-  const auto got = meap::cross_entropy(device, gl.view(), gy.view(), gd.view(), options);
+  const auto got = meap::cross_entropy(device, gl.view(), gy.view(), gd.view(), on_cuda(options));
   const std::string what = "cross_entropy N=" + std::to_string(N) + " V=" + std::to_string(V);
   BOOST_TEST(got.selected == expected.selected, what);
   BOOST_TEST(std::abs(got.loss - expected.loss) <= 1e-5 * std::max(1.0, std::abs(expected.loss)),
@@ -585,6 +590,158 @@ BOOST_AUTO_TEST_CASE(no_selected_row_gives_zero_loss_and_gradients) {
 }
 
 // Every kernel once on tiny shapes: the case to run under compute-sanitizer.
+// The options a training step uses: a normalizer (the global batch's count), a gradient scale
+// (fp16's loss scale), d_weight added to, the count given, the loss left on the device, the checks
+// deferred. Against the CPU twin given the same options.
+BOOST_AUTO_TEST_CASE_TEMPLATE(training_options_match_cpu, T, compute_types) {
+  std::mt19937 rng(31);
+  const index_t N = 96, d = 32, V = 700;
+  const auto hidden = random_values<T>(rng, N * d), weight = random_values<T>(rng, V * d, 0.5);
+  const auto labels = random_labels(rng, N, V, 0.25);
+  index_t selected = 0;
+  for (const auto l : labels) selected += l != meap::ignore_index;
+  const auto previous = random_values<float>(rng, V * d, 0.01);  // what d_weight held before
+  std::vector<T> h16(hidden.begin(), hidden.end()), w16(weight.begin(), weight.end());
+  meap::tensor<T, meap::cpu> hdh(host, {N, d});
+  auto hdw = host_tensor(previous, {V, d});
+  std::vector<double> host_sum(2, 0.0);
+  meap::cross_entropy_options<meap::cpu> options;
+  options.normalizer = 3.0 * static_cast<double>(selected);
+  options.gradient_scale = 1024.0;
+  options.d_weight_write = meap::gradient_write::accumulate;
+  options.selected_rows = selected;
+  options.loss_sum = meap::make_view(std::span<double>(host_sum), {2});
+  const auto expected = meap::linear_cross_entropy<T, float>(
+      host, meap::make_view(std::span<const T>(h16), {N, d}), meap::make_view(std::span<const T>(w16), {V, d}),
+      meap::make_view(std::span<const std::int32_t>(labels), {N}), hdh.view(), hdw.view(), options);
+
+  const auto gh = upload<T>(device, hidden, {N, d}), gw = upload<T>(device, weight, {V, d});
+  const auto gl = upload_ids(device, labels);
+  meap::tensor<T, meap::cuda> gdh(device, {N, d});
+  auto gdw = upload<float>(device, previous, {V, d});
+  auto sums = meap::zeros<double>(device, {2});
+  auto words = meap::full<std::uint64_t>(host, {meap::deferred_check_count}, meap::deferred_none);
+  auto gwords = meap::to_device(device, words.view().as_const());
+  auto device_options = on_cuda(options);
+  device_options.loss_sum = sums.view();
+  device_options.checks = {gwords.view()};
+  const auto got = meap::linear_cross_entropy<T, float>(device, gh.view(), gw.view(), gl.view(), gdh.view(), gdw.view(),
+                                                        device_options);
+  BOOST_TEST(std::isnan(got.loss));  // not read back
+  BOOST_TEST(got.selected == selected);
+  const auto device_sums = meap::to_host(device, sums.view());
+  BOOST_TEST(std::abs(device_sums.data()[0] - expected.loss) <= 1e-5 * expected.loss);
+  BOOST_TEST(device_sums.data()[1] == static_cast<double>(selected));
+  BOOST_TEST(host_sum[0] == expected.loss);
+  const auto scale = options.normalizer / options.gradient_scale;  // back to per-row magnitudes
+  CHECK_CLOSE(scaled(download(device, gdh.view()), scale), scaled(as_vector_of(hdh), scale), ce_grad_tolerance<T>(),
+              "d_hidden with training options");
+  CHECK_CLOSE(download(device, gdw.view()), as_vector(hdw), ce_grad_tolerance<T>(), "accumulated d_weight");
+  const auto after = meap::to_host(device, gwords.view());
+  for (int i = 0; i < meap::deferred_check_count; ++i) BOOST_TEST(after.data()[i] == meap::deferred_none);
+}
+
+// A 16-bit d_weight over many row blocks is summed in float and rounded once: within one bfloat16
+// rounding of the CPU's float result, where a 16-bit running sum would drift with the block count.
+BOOST_AUTO_TEST_CASE(sixteen_bit_d_weight_is_rounded_once) {
+  std::mt19937 rng(32);
+  const index_t N = 2000, d = 16, V = 64;
+  const auto hidden = random_values<meap::bfloat16>(rng, N * d), weight = random_values<meap::bfloat16>(rng, V * d, 0.5);
+  const auto labels = random_labels(rng, N, V, 0.0);
+  std::vector<meap::bfloat16> h16(hidden.begin(), hidden.end()), w16(weight.begin(), weight.end());
+  meap::tensor<float, meap::cpu> hdw(host, {V, d});
+  (void)meap::linear_cross_entropy<meap::bfloat16, float>(
+      host, meap::make_view(std::span<const meap::bfloat16>(h16), {N, d}),
+      meap::make_view(std::span<const meap::bfloat16>(w16), {V, d}), meap::make_view(std::span<const std::int32_t>(labels), {N}),
+      meap::tensor_view<meap::bfloat16, meap::cpu>{}, hdw.view());
+  const auto gh = upload<meap::bfloat16>(device, hidden, {N, d}), gw = upload<meap::bfloat16>(device, weight, {V, d});
+  const auto gl = upload_ids(device, labels);
+  meap::tensor<meap::bfloat16, meap::cuda> gdw(device, {V, d});
+  meap::cross_entropy_options<meap::cuda> options;
+  options.logits_budget_bytes = 64 * V * 6;  // 64-row blocks: 32 of them
+  (void)meap::linear_cross_entropy<meap::bfloat16>(device, gh.view(), gw.view(), gl.view(), {}, gdw.view(), options);
+  CHECK_TYPE_CLOSE(download(device, gdw.view()), as_vector(hdw), 1.0 / 128, "bf16 d_weight over 32 row blocks");
+}
+
+// Deferred checks: nothing throws, the words say what failed, nothing is read out of bounds.
+BOOST_AUTO_TEST_CASE(deferred_checks_record_instead_of_throwing) {
+  auto words = meap::to_device(device, meap::full<std::uint64_t>(host, {meap::deferred_check_count}, meap::deferred_none)
+                                           .view()
+                                           .as_const());
+  const meap::deferred_checks<meap::cuda> checks{words.view()};
+  const auto tokens = upload_ids(device, {1, 2, 77, 0, -5});
+  auto table = upload<float>(device, std::vector<float>(4 * 3, 1.0f), {4, 3});
+  meap::tensor<float, meap::cuda> y(device, {5, 3});
+  meap::embedding_forward<float>(device, tokens.view(), table.view(), y.view(), checks);
+  const auto rows = download(device, y.view());
+  BOOST_TEST(rows[2 * 3] == 0.0f);  // the invalid token embeds as zeros
+  BOOST_TEST(rows[0] == 1.0f);
+  meap::embedding_backward<float>(device, tokens.view(), y.view(), table.view(), checks);  // skips it
+  const auto labels = upload_ids(device, {0, 9, -100, 2});
+  auto hidden = upload<float>(device, std::vector<float>(4 * 3, 0.5f), {4, 3});
+  meap::cross_entropy_options<meap::cuda> options;
+  options.checks = checks;
+  options.selected_rows = 2;  // wrong: three labels are not -100
+  auto sums = meap::zeros<double>(device, {2});
+  options.loss_sum = sums.view();
+  (void)meap::linear_cross_entropy(device, hidden.view().as_const(), table.view().as_const(), labels.view(), options);
+  const auto got = meap::to_host(device, words.view());
+  std::vector<std::uint64_t> host_words(got.data(), got.data() + meap::deferred_check_count);
+  BOOST_TEST(host_words[0] == meap::deferred_failure(2, 77));
+  BOOST_TEST(host_words[1] == meap::deferred_failure(1, 9));
+  BOOST_TEST(host_words[3] == meap::deferred_failure(2, 3));
+  BOOST_CHECK_EXCEPTION(meap::raise_deferred_checks(host_words, 4), meap::error,
+                        meap_test::error_says("meap::embedding_forward", "tokens", {"token 77 at index 2", "[0, 4)"}));
+}
+
+// RMSNorm's weight gradient over more rows than one grid row per 64-row chunk allows (gridDim.y
+// is at most 65535): the chunks stride over the grid.
+BOOST_AUTO_TEST_CASE(rmsnorm_backward_takes_any_row_count) {
+  std::mt19937 rng(33);
+  const index_t N = 4'200'000, d = 2;  // 65625 chunks of 64 rows
+  const auto x = random_values<float>(rng, N * d), dy = random_values<float>(rng, N * d), w = random_values<float>(rng, d);
+  auto hx = host_tensor(x, {N, d}), hdy = host_tensor(dy, {N, d}), hw = host_tensor(w, {d});
+  meap::tensor<float, meap::cpu> hy(host, {N, d}), hr(host, {N}), hdx(host, {N, d});
+  auto hdw = meap::zeros<float>(host, {d});
+  meap::rmsnorm_forward<float>(host, hx.view(), hw.view(), hy.view(), hr.view(), 1e-5);
+  meap::rmsnorm_backward<float>(host, hx.view(), hw.view(), hr.view(), hdy.view(), hdx.view(), hdw.view());
+  const auto gx = upload<float>(device, x, {N, d}), gdy = upload<float>(device, dy, {N, d}), gw = upload<float>(device, w, {d});
+  meap::tensor<float, meap::cuda> gy(device, {N, d}), gr(device, {N}), gdx(device, {N, d});
+  auto gdw = meap::zeros<float>(device, {d});
+  meap::rmsnorm_forward<float>(device, gx.view(), gw.view(), gy.view(), gr.view(), 1e-5);
+  meap::rmsnorm_backward<float>(device, gx.view(), gw.view(), gr.view(), gdy.view(), gdx.view(), gdw.view());
+  CHECK_TYPE_CLOSE(download(device, gdw.view()), as_vector(hdw), 1e-4, "dw over 4.2M rows");
+}
+
+// A view of another GPU than the current one is refused at the door.
+BOOST_AUTO_TEST_CASE(views_of_another_device_than_the_current_one_are_refused) {
+  meap::tensor<float, meap::cuda> x(device, {4, 6}), w(device, {5, 6}), y(device, {4, 5});
+  const meap::tensor_view<const float, meap::cuda> elsewhere(x.data(), x.shape(), {meap::device_kind::cuda, 7});
+  const meap::tensor_view<const float, meap::cuda> w_elsewhere(w.data(), w.shape(), {meap::device_kind::cuda, 7});
+  const meap::tensor_view<float, meap::cuda> y_elsewhere(y.data(), y.shape(), {meap::device_kind::cuda, 7});
+  BOOST_CHECK_EXCEPTION(meap::linear_forward<float>(device, elsewhere, w_elsewhere, y_elsewhere), meap::error,
+                        meap_test::error_says("meap::linear_forward", "x", {"memory on cuda:7", "current CUDA device"}));
+}
+
+// The cuBLASLt workspaces: at most 8 streams hold one, and a stream's goes when the stream does.
+BOOST_AUTO_TEST_CASE(cublaslt_workspaces_are_bounded_and_released_with_their_stream) {
+  meap::release_cublaslt_resources();
+  std::mt19937 rng(34);
+  {
+    std::vector<std::unique_ptr<meap::cuda_stream>> streams;
+    for (int i = 0; i < 12; ++i) {
+      streams.push_back(std::make_unique<meap::cuda_stream>());
+      const meap::cuda on(streams.back()->device());
+      auto a = upload<float>(on, random_values<float>(rng, 64), {8, 8});
+      meap::tensor<float, meap::cuda> c(on, {8, 8});
+      meap::gemm<float>(on, a.view(), meap::gemm_transpose::no, a.view(), meap::gemm_transpose::no, c.view());
+      meap::synchronize(on);
+      BOOST_TEST(meap::cublaslt_workspace_count() <= 8u);
+    }
+  }  // the streams are destroyed: their workspaces with them
+  BOOST_TEST(meap::cublaslt_workspace_count() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(tiny_shapes_all_kernels) {
   std::mt19937 rng(20);
   check_rmsnorm<meap::bfloat16, float>(device, rng, 3, 10);

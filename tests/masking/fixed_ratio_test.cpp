@@ -325,6 +325,37 @@ BOOST_AUTO_TEST_CASE(per_row_is_the_documented_draw_keyed_by_seed_step_row) {
   BOOST_TEST(distinct.size() == 8u);
 }
 
+// Micro-batches: row b of micro-batch m is keyed as row m B + b of the global batch, so a step split
+// into micro-batches draws the whole batch's masks; per_batch draws one set per micro-batch, and
+// the sets differ between micro-batches (the official code reuses one for every micro-batch).
+BOOST_AUTO_TEST_CASE(micro_batches_are_keyed_by_their_global_rows) {
+  const batch tokens = messy_batch(8, 64, 29);
+  mm::pretraining_options options{.seed = 5, .step = 12, .mask_id = mask, .pad_id = pad, .special_ids = {bos, eos}};
+  const auto whole = mm::apply(meap::cpu{}, mm::fixed_ratio{}, tokens.view(), options);
+  for (std::uint32_t m = 0; m < 4; ++m) {
+    options.micro_batch = m;
+    const auto part = mm::apply(meap::cpu{}, mm::fixed_ratio{}, tokens.view().slice(0, 2 * m, 2 * m + 2), options);
+    for (meap::index_t b = 0; b < 2; ++b)
+      for (meap::index_t t = 0; t < 63; ++t)
+        BOOST_TEST_REQUIRE(part.mask.view()(b, t) == whole.mask.view()(2 * m + b, t), "micro-batch " << m << " row " << b);
+  }
+  const batch same_rows = plain_batch(1, 64, 5);
+  batch repeated{2, 64, {}};
+  for (int r = 0; r < 2; ++r) repeated.tokens.insert(repeated.tokens.end(), same_rows.tokens.begin(), same_rows.tokens.end());
+  std::set<std::string> patterns;
+  for (std::uint32_t m = 0; m < 6; ++m) {
+    options.micro_batch = m;
+    const auto shared = mm::apply(meap::cpu{}, mm::fixed_ratio{.sharing = mm::sharing::per_batch}, repeated.view(), options);
+    std::string row;
+    for (meap::index_t t = 0; t < 63; ++t) row.push_back(shared.mask.view()(0, t) ? '1' : '0');
+    patterns.insert(row);
+  }
+  BOOST_TEST(patterns.size() == 6u);
+  options.micro_batch = mm::max_micro_batches;
+  BOOST_CHECK_EXCEPTION(mm::apply(meap::cpu{}, mm::fixed_ratio{}, tokens.view(), options), meap::error,
+                        meap_test::error_says("options.micro_batch", {"below 2^16"}));
+}
+
 BOOST_AUTO_TEST_CASE(writes_into_caller_views_and_reads_strided_tokens) {
   const batch wide = messy_batch(5, 90, 31);
   // tokens = columns [10, 70) of a (5, 90) buffer: a strided view.

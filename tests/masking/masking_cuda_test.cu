@@ -121,6 +121,10 @@ BOOST_AUTO_TEST_CASE(fixed_ratio_matches_cpu) {
     BOOST_TEST(compared >= 24);
     // More rows than a grid's y extent (65535): the kernels loop over rows.
     BOOST_TEST(check_cpu_equals_cuda(device, mm::fixed_ratio{}, plain_batch(70000, 3, 9), {.mask_id = mask}));
+    // A micro-batch other than the first: the same (seed, step, micro-batch, row) keys on both devices.
+    for (const auto sharing : {mm::sharing::per_row, mm::sharing::per_batch})
+      BOOST_TEST(check_cpu_equals_cuda(device, mm::fixed_ratio{.ratio = 0.2, .sharing = sharing}, messy_batch(6, 65, 3),
+                                       {.seed = 8, .step = 3, .micro_batch = 5, .mask_id = mask, .pad_id = pad}));
     meap::synchronize(device);
   }
   MEAP_CUDA_CHECK(cudaStreamDestroy(stream));

@@ -1,5 +1,7 @@
-// The LLaMA model on the CPU: whole-model gradients against finite differences (float64), GQA and
-// packed segments, a user-built stack from the same modules, initialization, and config checks.
+// The LLaMA model on the CPU: whole-model gradients (with the selective loss and a tied head)
+// against finite differences (float64), GQA and packed segments, a user-built stack from the same
+// modules, the parameter store's layout, initialization, and config checks. The per-module
+// conformance on every device and precision is in conformance.hpp.
 #include <meap/kernels/cross_entropy.hpp>
 #include <meap/nn/nn.hpp>
 
@@ -33,27 +35,25 @@ std::vector<std::int32_t> random_ids(std::size_t n, std::int32_t vocab, unsigned
   return ids;
 }
 
-template <class T>
-double model_loss(meap::nn::llama_model<T>& model, const meap::tensor_view<const std::int32_t, meap::cpu>& tokens,
+template <class P>
+double model_loss(meap::nn::llama_model<P>& model, const meap::tensor_view<const std::int32_t, meap::cpu>& tokens,
                   const meap::tensor_view<const std::int32_t, meap::cpu>& labels,
                   const meap::tensor_view<const std::int32_t, meap::cpu>& segments, bool backward) {
-  auto ctx = model.forward(tokens, {}, segments);
+  using T = typename P::compute_t;
+  auto ctx = model.forward(host, tokens, {}, segments);
   if (!backward) return meap::linear_cross_entropy(host, ctx.hidden.view().as_const(), model.head_weight(), labels).loss;
   meap::tensor<T, meap::cpu> d_hidden(host, ctx.hidden.shape());
-  meap::tensor<T, meap::cpu> d_head(host, model.head_weight().shape());
-  const auto result = meap::linear_cross_entropy<T>(host, ctx.hidden.view(), model.head_weight(), labels, d_hidden.view(),
-                                                    d_head.view());
   // The head gradient adds onto what the embedding collects when the two are tied.
-  auto head_grad = model.head_grad();
-  for (meap::index_t i = 0; i < head_grad.numel(); ++i) head_grad.data()[i] += d_head.data()[i];
-  model.backward(ctx, d_hidden.view());
+  const auto result = meap::linear_cross_entropy<T>(host, ctx.hidden.view(), model.head_weight(), labels, d_hidden.view(),
+                                                    model.head_grad(), {.d_weight_write = meap::gradient_write::accumulate});
+  model.backward(host, ctx, d_hidden.view());
   return result.loss;
 }
 
 void check_whole_model_gradient(bool tied, bool packed) {
   auto config = tiny_config();
   config.tied_head = tied;
-  meap::nn::llama_model<double> model(config);
+  meap::nn::llama_model<meap::fp64> model(config);
   model.initialize(7);
   const int B = 2, T = 5;
   const auto ids = random_ids(B * T, static_cast<std::int32_t>(config.vocab), 3);
@@ -64,7 +64,7 @@ void check_whole_model_gradient(bool tied, bool packed) {
   const auto labels = meap::make_view(std::span<const std::int32_t>(label_ids), {B * T});
   const auto segments =
       packed ? meap::make_view(std::span<const std::int32_t>(segment_ids), {B, T}) : meap::tensor_view<const std::int32_t, meap::cpu>{};
-  model.zero_grad();
+  model.zero_grad(host);
   model_loss(model, tokens, labels, segments, true);
   const double h = 1e-6;
   int tensors_checked = 0;
@@ -101,7 +101,7 @@ BOOST_AUTO_TEST_CASE(parameters_have_hugging_face_names_and_initialization) {
   config.d_model = 32;
   config.ffn = 64;
   config.vocab = 500;
-  meap::nn::llama_model<float> model(config);
+  meap::nn::llama_model<meap::fp32> model(config);
   model.initialize(1);
   const auto list = model.parameters();
   BOOST_TEST(list.front().name == "model.embed_tokens.weight");
@@ -128,7 +128,7 @@ BOOST_AUTO_TEST_CASE(parameters_have_hugging_face_names_and_initialization) {
   BOOST_TEST(stddev(list[9].value) == 1.0 / (std::sqrt(32.0) * 2), boost::test_tools::tolerance(0.08));
   BOOST_TEST(list[1].value.data()[5] == 1.0f);
   // Same seed, same weights; another seed, other weights.
-  meap::nn::llama_model<float> again(config), other(config);
+  meap::nn::llama_model<meap::fp32> again(config), other(config);
   again.initialize(1);
   other.initialize(2);
   BOOST_TEST(again.parameters()[4].value.data()[17] == list[4].value.data()[17]);
@@ -139,18 +139,23 @@ BOOST_AUTO_TEST_CASE(a_user_built_stack_from_the_same_modules) {
   // A post-norm MLP-only stack: y = norm(x + mlp(x)), trained one step by hand.
   std::mt19937 engine(9);
   std::normal_distribution<float> normal;
-  meap::nn::swiglu_mlp<float> mlp(6, 10);
-  meap::nn::rmsnorm<float> norm(6, 1e-5);
-  for (auto* w : {&mlp.gate_proj.weight, &mlp.up_proj.weight, &mlp.down_proj.weight})
-    for (meap::index_t i = 0; i < w->value.numel(); ++i) w->value.data()[i] = 0.3f * normal(engine);
+  meap::nn::parameter_store<meap::fp32, meap::cpu> store;
+  meap::nn::swiglu_mlp<meap::fp32, meap::cpu> mlp(store, "mlp", 6, 10);
+  meap::nn::rmsnorm<meap::fp32, meap::cpu> norm(store, "norm", 6, 1e-5);
+  store.allocate(host);
+  BOOST_TEST(norm.weight().master.data()[3] == 1.0f);  // gains start at 1
+  for (const auto* w : {&mlp.gate_proj, &mlp.up_proj, &mlp.down_proj}) {
+    const auto value = w->weight().master;
+    for (meap::index_t i = 0; i < value.numel(); ++i) value.data()[i] = 0.3f * normal(engine);
+  }
   auto x = meap::zeros<float>(host, {4, 6});
   for (meap::index_t i = 0; i < x.numel(); ++i) x.data()[i] = normal(engine);
   const auto run = [&](bool train) {
-    meap::nn::swiglu_mlp<float>::context mlp_ctx;
-    meap::nn::rmsnorm<float>::context norm_ctx;
-    auto h = mlp.forward(x.view(), mlp_ctx);
-    for (meap::index_t i = 0; i < h.numel(); ++i) h.data()[i] += x.data()[i];
-    auto y = norm.forward(h.view(), norm_ctx);
+    meap::nn::swiglu_mlp<meap::fp32, meap::cpu>::context mlp_ctx;
+    meap::nn::rmsnorm<meap::fp32, meap::cpu>::context norm_ctx;
+    auto h = mlp.forward(host, x.view(), mlp_ctx);
+    meap::add_into<float>(host, h.view(), x.view());
+    auto y = norm.forward(host, h.view(), norm_ctx);
     double loss = 0;  // pull every output toward 0.5
     auto dy = meap::zeros<float>(host, y.shape());
     for (meap::index_t i = 0; i < y.numel(); ++i) {
@@ -158,18 +163,48 @@ BOOST_AUTO_TEST_CASE(a_user_built_stack_from_the_same_modules) {
       dy.data()[i] = y.data()[i] - 0.5f;
     }
     if (train) {
-      const auto dh = norm.backward(norm_ctx, dy.view());
-      (void)mlp.backward(mlp_ctx, dh.view());
-      std::vector<meap::named_parameter<float, meap::cpu>> params;
-      mlp.collect(params, "mlp");
-      norm.collect(params, "norm");
-      for (auto& p : params)
+      store.zero_grad(host);
+      const auto dh = norm.backward(host, norm_ctx, dy.view());
+      (void)mlp.backward(host, mlp_ctx, dh.view());
+      for (auto& p : store.parameters())
         for (meap::index_t i = 0; i < p.value.numel(); ++i) p.value.data()[i] -= 0.05f * p.grad.data()[i];
     }
     return loss;
   };
   const double before = run(true);
   BOOST_TEST(run(false) < before);
+  // The store lists the parameters under the names they were declared with, in order.
+  const auto list = store.parameters();
+  BOOST_TEST(list.size() == 4u);
+  BOOST_TEST(list[0].name == "mlp.gate_proj.weight");
+  BOOST_TEST(list[3].name == "norm.weight");
+  BOOST_TEST(!list[3].decay);
+}
+
+BOOST_AUTO_TEST_CASE(the_parameter_store_lays_parameters_out_flat_and_aligned) {
+  meap::nn::parameter_store<meap::fp32, meap::cpu> store;
+  const auto a = store.declare("a", {3, 5}, true);
+  const auto b = store.declare("b", {7}, false, meap::nn::initial_value::ones);
+  BOOST_CHECK_EXCEPTION(store.declare("a", {2}, true), meap::error,
+                        [](const meap::error& e) { return e.argument() == "name"; });
+  BOOST_CHECK_EXCEPTION((void)store.master(a), meap::error, [](const meap::error& e) {
+    return std::string(e.what()).find("allocate") != std::string::npos;
+  });
+  store.allocate(host);
+  BOOST_TEST(store.entry(a).offset == 0);
+  BOOST_TEST(store.entry(b).offset == 64);  // aligned to 64 elements
+  BOOST_TEST(store.flat_size() == 128);
+  BOOST_TEST(store.parameter_count() == 22);
+  BOOST_TEST(store.master(b).data()[6] == 1.0f);
+  BOOST_TEST(store.master(a).data()[14] == 0.0f);
+  BOOST_TEST((store.compute(a).data() == store.master(a).data()));  // fp32: compute is master
+  BOOST_TEST((store.compute_copy().data() == nullptr));
+  BOOST_TEST(store.find("b").value() == b);
+  BOOST_TEST(!store.find("c").has_value());
+  BOOST_CHECK_THROW(store.declare("c", {2}, true), meap::error);  // after allocate
+  store.grad(a).data()[4] = 3.0f;
+  store.zero_grad(host);
+  BOOST_TEST(store.grad(a).data()[4] == 0.0f);
 }
 
 BOOST_AUTO_TEST_CASE(invalid_configs_and_inputs_are_rejected) {
@@ -197,13 +232,13 @@ BOOST_AUTO_TEST_CASE(invalid_configs_and_inputs_are_rejected) {
   BOOST_TEST(rejects([](auto& c) { c.norm_eps = std::nan(""); }, "norm_eps"));
   auto bad = tiny_config();
   bad.layers = -1;
-  BOOST_CHECK_THROW(meap::nn::llama_model<float>{bad}, meap::error);
-  meap::nn::llama_model<float> model(tiny_config());
+  BOOST_CHECK_THROW(meap::nn::llama_model<meap::fp32>{bad}, meap::error);
+  meap::nn::llama_model<meap::fp32> model(tiny_config());
   std::vector<std::int32_t> ids(2 * 17, 1);
-  BOOST_CHECK_EXCEPTION(model.forward(meap::make_view(std::span<const std::int32_t>(ids), {2, 17})), meap::error,
+  BOOST_CHECK_EXCEPTION(model.forward(host, meap::make_view(std::span<const std::int32_t>(ids), {2, 17})), meap::error,
                         [](const meap::error& e) { return e.argument() == "tokens"; });
   ids[3] = 13;
-  BOOST_CHECK_EXCEPTION(model.forward(meap::make_view(std::span<const std::int32_t>(ids).first(6), {2, 3})), meap::error,
+  BOOST_CHECK_EXCEPTION(model.forward(host, meap::make_view(std::span<const std::int32_t>(ids).first(6), {2, 3})), meap::error,
                         [](const meap::error& e) { return std::string(e.what()).find("token 13 at index 3") != std::string::npos; });
 }
 

@@ -1,8 +1,10 @@
-// AdamW: the PyTorch formula against literals and a textbook reference, decay only where asked,
-// per-parameter state, and a bit-identical resume through exported state.
+// AdamW over a parameter store's flat buffers: the PyTorch formula against literals and a textbook
+// reference, decay only where asked, one step count, the update decided by a step status, and a
+// bit-identical resume through exported state.
 #include <meap/core/philox.hpp>
 #include <meap/core/tensor.hpp>
 #include <meap/optim/adamw.hpp>
+#include <meap/optim/clip.hpp>
 
 #include "optim/support.hpp"
 
@@ -21,7 +23,6 @@
 namespace {
 
 using optim_test::error_says;
-using optim_test::stored_parameter;
 namespace tt = boost::test_tools;
 
 // The update written the way papers write it, one element at a time, in double.
@@ -54,6 +55,35 @@ void fill_gradient(std::vector<T>& grad, std::uint64_t seed, std::uint64_t step,
   for (auto& g : grad) g = static_cast<T>(magnitude * (2.0 * random.next_double() - 1.0));
 }
 
+// A parameter store on the CPU with given parameters: (name, shape, values, decay) each.
+template <class P>
+struct store_of {
+  using M = typename P::master_t;
+  struct spec {
+    std::string name;
+    meap::dims shape;
+    std::vector<M> values;
+    bool decay = true;
+  };
+  meap::nn::parameter_store<P, meap::cpu> store;
+
+  explicit store_of(const std::vector<spec>& specs) {
+    for (const auto& s : specs) store.declare(s.name, s.shape, s.decay);
+    store.allocate(meap::cpu{});
+    for (std::size_t k = 0; k < specs.size(); ++k) set(static_cast<meap::index_t>(k), specs[k].values);
+  }
+  std::vector<M> value(meap::index_t k) const {
+    const auto v = store.master(k);
+    return {v.data(), v.data() + v.numel()};
+  }
+  void set(meap::index_t k, const std::vector<M>& values) { std::copy(values.begin(), values.end(), store.master(k).data()); }
+  void set_grad(meap::index_t k, const std::vector<M>& values) { std::copy(values.begin(), values.end(), store.grad(k).data()); }
+  std::vector<M> grad(meap::index_t k) const {
+    const auto g = store.grad(k);
+    return {g.data(), g.data() + g.numel()};
+  }
+};
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(adamw)
@@ -61,10 +91,7 @@ BOOST_AUTO_TEST_SUITE(adamw)
 // Literals computed independently (Python floats, the textbook formula above) for three steps of
 // lr 0.01, betas (0.9, 0.999), eps 1e-8, weight decay 0.1.
 BOOST_AUTO_TEST_CASE(three_steps_match_independently_computed_literals_in_double) {
-  std::vector<stored_parameter<double>> stored;
-  stored.emplace_back("decayed", meap::dims{3}, std::vector<double>{0.5, -1.0, 2.0}, true);
-  stored.emplace_back("not_decayed", meap::dims{3}, std::vector<double>{0.5, -1.0, 2.0}, false);
-  const auto params = optim_test::parameters(stored);
+  store_of<meap::fp64> s({{"decayed", {3}, {0.5, -1.0, 2.0}, true}, {"not_decayed", {3}, {0.5, -1.0, 2.0}, false}});
   const std::vector<std::vector<double>> grads = {{0.1, -0.2, 0.3}, {-0.05, 0.4, 0.0}, {0.2, 0.2, -1.0}};
   const std::vector<std::vector<double>> expected_decayed = {
       {0.4895000009999999, -0.9890000004999999, 1.9880000003333334},
@@ -75,17 +102,17 @@ BOOST_AUTO_TEST_CASE(three_steps_match_independently_computed_literals_in_double
       {0.4873366309403391, -0.9936610356546036, 1.9832994181079155},
       {0.4807555154351381, -0.9988534436331662, 1.9879316748339888}};
 
-  meap::adamw<double> opt({.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1});
+  meap::adamw<meap::fp64, meap::cpu> opt({.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1});
   for (std::size_t t = 0; t < grads.size(); ++t) {
-    stored[0].grad = grads[t];
-    stored[1].grad = grads[t];
-    opt.step(meap::cpu{}, params);
+    s.set_grad(0, grads[t]);
+    s.set_grad(1, grads[t]);
+    opt.step(meap::cpu{}, s.store, opt.config().lr);
     for (std::size_t i = 0; i < 3; ++i) {
-      BOOST_TEST(stored[0].value[i] == expected_decayed[t][i], tt::tolerance(1e-14));
-      BOOST_TEST(stored[1].value[i] == expected_plain[t][i], tt::tolerance(1e-14));
+      BOOST_TEST(s.value(0)[i] == expected_decayed[t][i], tt::tolerance(1e-14));
+      BOOST_TEST(s.value(1)[i] == expected_plain[t][i], tt::tolerance(1e-14));
     }
   }
-  BOOST_TEST(opt.state("decayed")->step == 3);
+  BOOST_TEST(opt.steps() == 3);
 }
 
 // Many steps, several parameters and configurations (beta1 < 0.5 takes the other branch of
@@ -97,26 +124,30 @@ BOOST_AUTO_TEST_CASE(double_precision_follows_the_textbook_formula_over_many_ste
       {.lr = 0.2, .beta1 = 0.0, .beta2 = 0.0, .eps = 1e-3, .weight_decay = 2.0},
   };
   for (const auto& config : configs) {
-    std::vector<stored_parameter<double>> stored;
-    stored.emplace_back("w", meap::dims{4, 5}, std::vector<double>(20, 0.25), true);
-    stored.emplace_back("g", meap::dims{7}, std::vector<double>(7, -1.5), false);
-    for (std::size_t i = 0; i < 20; ++i) stored[0].value[i] = 0.1 * static_cast<double>(i) - 1.0;
-    std::vector<std::vector<double>> reference = {stored[0].value, stored[1].value};
-    const auto params = optim_test::parameters(stored);
-    meap::adamw<double> opt(config);
+    std::vector<double> w(20);
+    for (std::size_t i = 0; i < 20; ++i) w[i] = 0.1 * static_cast<double>(i) - 1.0;
+    store_of<meap::fp64> s({{"w", {4, 5}, w, true}, {"g", {7}, std::vector<double>(7, -1.5), false}});
+    std::vector<std::vector<double>> reference = {s.value(0), s.value(1)};
+    const bool decays[] = {true, false};
+    meap::adamw<meap::fp64, meap::cpu> opt(config);
     textbook_adamw textbook{config, {}};
     for (std::uint64_t t = 0; t < 25; ++t) {
       const double lr = config.lr * (1.0 + 0.1 * static_cast<double>(t % 3));
-      for (std::size_t k = 0; k < stored.size(); ++k) {
-        fill_gradient(stored[k].grad, 11 + k, t, t % 5 == 0 ? 10.0 : 0.5);
-        textbook.step(stored[k].name, reference[k], stored[k].grad, stored[k].decay, lr);
+      for (meap::index_t k = 0; k < 2; ++k) {
+        auto grad = s.grad(k);
+        fill_gradient(grad, 11 + static_cast<std::uint64_t>(k), t, t % 5 == 0 ? 10.0 : 0.5);
+        s.set_grad(k, grad);
+        textbook.step(s.store.entry(k).name, reference[static_cast<std::size_t>(k)], grad, decays[k], lr);
       }
-      opt.step(meap::cpu{}, params, lr);
+      opt.step(meap::cpu{}, s.store, lr);
       // Absolute for values near zero, relative for the rest.
-      for (std::size_t k = 0; k < stored.size(); ++k)
-        for (std::size_t i = 0; i < reference[k].size(); ++i)
-          BOOST_TEST(std::abs(stored[k].value[i] - reference[k][i]) <= 1e-12 * std::max(1.0, std::abs(reference[k][i])),
-                     stored[k].name << "[" << i << "] = " << stored[k].value[i] << ", textbook " << reference[k][i]);
+      for (meap::index_t k = 0; k < 2; ++k) {
+        const auto got = s.value(k);
+        const auto& want = reference[static_cast<std::size_t>(k)];
+        for (std::size_t i = 0; i < want.size(); ++i)
+          BOOST_TEST(std::abs(got[i] - want[i]) <= 1e-12 * std::max(1.0, std::abs(want[i])),
+                     s.store.entry(k).name << "[" << i << "] = " << got[i] << ", textbook " << want[i]);
+      }
     }
   }
 }
@@ -124,141 +155,143 @@ BOOST_AUTO_TEST_CASE(double_precision_follows_the_textbook_formula_over_many_ste
 // float32 master weights follow the double reference to float accuracy.
 BOOST_AUTO_TEST_CASE(float_precision_tracks_the_double_reference) {
   const meap::adamw_config config{.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
-  std::vector<stored_parameter<float>> stored;
-  stored.emplace_back("w", meap::dims{64}, std::vector<float>(64, 0.5f), true);
+  store_of<meap::fp32> s({{"w", {64}, std::vector<float>(64, 0.5f), true}});
   std::vector<double> reference(64, 0.5);
-  const auto params = optim_test::parameters(stored);
-  meap::adamw<float> opt(config);
+  meap::adamw<meap::fp32, meap::cpu> opt(config);
   textbook_adamw textbook{config, {}};
   std::vector<double> grad(64);
   for (std::uint64_t t = 0; t < 10; ++t) {
     fill_gradient(grad, 5, t, 1.0);
-    for (std::size_t i = 0; i < 64; ++i) stored[0].grad[i] = static_cast<float>(grad[i]);
-    std::vector<double> rounded(stored[0].grad.begin(), stored[0].grad.end());
-    textbook.step("w", reference, rounded, true, config.lr);
-    opt.step(meap::cpu{}, params);
+    s.set_grad(0, std::vector<float>(grad.begin(), grad.end()));
+    const auto rounded = s.grad(0);
+    textbook.step("w", reference, std::vector<double>(rounded.begin(), rounded.end()), true, config.lr);
+    opt.step(meap::cpu{}, s.store, config.lr);
   }
-  for (std::size_t i = 0; i < 64; ++i) BOOST_TEST(stored[0].value[i] == reference[i], tt::tolerance(2e-6));
+  const auto got = s.value(0);
+  for (std::size_t i = 0; i < 64; ++i) BOOST_TEST(got[i] == reference[i], tt::tolerance(2e-6));
 }
 
 // A large parameter goes through the OpenMP loop; it must give what the same values give in
-// small pieces (elements are independent).
+// small pieces (elements are independent), whatever the store's padding between pieces.
 BOOST_AUTO_TEST_CASE(large_parameters_update_like_small_ones) {
-  const std::size_t n = 100'003;
-  std::vector<stored_parameter<float>> big;
-  big.emplace_back("big", meap::dims{static_cast<meap::index_t>(n)}, std::vector<float>(n), true);
-  std::vector<stored_parameter<float>> pieces;
-  for (std::size_t i = 0; i < n; ++i) big[0].value[i] = 0.001f * static_cast<float>(i % 1000) - 0.5f;
-  const std::size_t piece = 1000;
-  for (std::size_t start = 0; start < n; start += piece) {
-    const std::size_t count = std::min(piece, n - start);
-    pieces.emplace_back("p" + std::to_string(start), meap::dims{static_cast<meap::index_t>(count)},
-                        std::vector<float>(big[0].value.begin() + static_cast<std::ptrdiff_t>(start),
-                                           big[0].value.begin() + static_cast<std::ptrdiff_t>(start + count)),
-                        true);
+  const meap::index_t n = 100'003, piece = 1000;
+  std::vector<float> values(static_cast<std::size_t>(n));
+  for (meap::index_t i = 0; i < n; ++i) values[static_cast<std::size_t>(i)] = 0.001f * static_cast<float>(i % 1000) - 0.5f;
+  store_of<meap::fp32> big({{"big", {n}, values, true}});
+  std::vector<store_of<meap::fp32>::spec> specs;
+  for (meap::index_t start = 0; start < n; start += piece) {
+    const meap::index_t count = std::min(piece, n - start);
+    specs.push_back({"p" + std::to_string(start), {count},
+                     std::vector<float>(values.begin() + start, values.begin() + start + count), true});
   }
-  const auto big_params = optim_test::parameters(big);
-  const auto piece_params = optim_test::parameters(pieces);
-  meap::adamw<float> a, b;
+  store_of<meap::fp32> pieces(specs);
+  meap::adamw<meap::fp32, meap::cpu> a, b;
+  std::vector<float> grad(static_cast<std::size_t>(n));
   for (std::uint64_t t = 0; t < 3; ++t) {
-    fill_gradient(big[0].grad, 9, t, 1.0);
-    for (std::size_t k = 0; k < pieces.size(); ++k)
-      std::copy_n(big[0].grad.begin() + static_cast<std::ptrdiff_t>(k * piece), pieces[k].grad.size(),
-                  pieces[k].grad.begin());
-    a.step(meap::cpu{}, big_params, 1e-2);
-    b.step(meap::cpu{}, piece_params, 1e-2);
+    fill_gradient(grad, 9, t, 1.0);
+    big.set_grad(0, grad);
+    for (meap::index_t k = 0; k < pieces.store.size(); ++k) {
+      const auto begin = grad.begin() + k * piece;
+      pieces.set_grad(k, std::vector<float>(begin, begin + pieces.store.entry(k).numel));
+    }
+    a.step(meap::cpu{}, big.store, 1e-2);
+    b.step(meap::cpu{}, pieces.store, 1e-2);
   }
+  const auto whole = big.value(0);
   bool identical = true;
-  for (std::size_t k = 0; k < pieces.size(); ++k)
-    identical = identical && std::memcmp(pieces[k].value.data(), big[0].value.data() + k * piece,
-                                         pieces[k].value.size() * sizeof(float)) == 0;
+  for (meap::index_t k = 0; k < pieces.store.size(); ++k) {
+    const auto part = pieces.value(k);
+    identical = identical && std::memcmp(part.data(), whole.data() + k * piece, part.size() * sizeof(float)) == 0;
+  }
   BOOST_TEST(identical);
 }
 
 // With a zero gradient the Adam part of the update is exactly zero, so what remains is the decay:
 // p * (1 - lr * wd) for decay = true, p unchanged for decay = false or weight_decay = 0.
 BOOST_AUTO_TEST_CASE(weight_decay_applies_only_where_asked) {
-  std::vector<stored_parameter<float>> stored;
-  stored.emplace_back("matrix", meap::dims{2, 2}, std::vector<float>{1.0f, -2.0f, 3.0f, 0.5f}, true);
-  stored.emplace_back("norm", meap::dims{2}, std::vector<float>{1.0f, -2.0f}, false);
-  const auto params = optim_test::parameters(stored);
-  meap::adamw<float> opt({.lr = 0.1, .weight_decay = 0.5});
-  opt.step(meap::cpu{}, params);
+  store_of<meap::fp32> s({{"matrix", {2, 2}, {1.0f, -2.0f, 3.0f, 0.5f}, true}, {"norm", {2}, {1.0f, -2.0f}, false}});
+  meap::adamw<meap::fp32, meap::cpu> opt({.lr = 0.1, .weight_decay = 0.5});
+  opt.step(meap::cpu{}, s.store, 0.1);
   const float factor = static_cast<float>(1.0 - 0.1 * 0.5);
-  BOOST_TEST(stored[0].value[0] == 1.0f * factor);
-  BOOST_TEST(stored[0].value[1] == -2.0f * factor);
-  BOOST_TEST(stored[0].value[2] == 3.0f * factor);
-  BOOST_TEST(stored[1].value[0] == 1.0f);
-  BOOST_TEST(stored[1].value[1] == -2.0f);
+  BOOST_TEST(s.value(0)[0] == 1.0f * factor);
+  BOOST_TEST(s.value(0)[1] == -2.0f * factor);
+  BOOST_TEST(s.value(0)[2] == 3.0f * factor);
+  BOOST_TEST(s.value(1)[0] == 1.0f);
+  BOOST_TEST(s.value(1)[1] == -2.0f);
 
-  std::vector<stored_parameter<float>> again;
-  again.emplace_back("matrix", meap::dims{2}, std::vector<float>{1.0f, -2.0f}, true);
-  const auto again_params = optim_test::parameters(again);
-  meap::adamw<float> no_decay({.lr = 0.1, .weight_decay = 0.0});
-  no_decay.step(meap::cpu{}, again_params);
-  BOOST_TEST(again[0].value[0] == 1.0f);
-  BOOST_TEST(again[0].value[1] == -2.0f);
+  store_of<meap::fp32> again({{"matrix", {2}, {1.0f, -2.0f}, true}});
+  meap::adamw<meap::fp32, meap::cpu> no_decay({.lr = 0.1, .weight_decay = 0.0});
+  no_decay.step(meap::cpu{}, again.store, 0.1);
+  BOOST_TEST(again.value(0)[0] == 1.0f);
+  BOOST_TEST(again.value(0)[1] == -2.0f);
 }
 
-BOOST_AUTO_TEST_CASE(learning_rate_argument_overrides_the_config) {
-  std::vector<stored_parameter<double>> a_store, b_store;
-  a_store.emplace_back("w", meap::dims{3}, std::vector<double>{1, 2, 3});
-  b_store.emplace_back("w", meap::dims{3}, std::vector<double>{1, 2, 3});
-  a_store[0].grad = b_store[0].grad = {0.5, -0.25, 1.0};
-  meap::adamw<double> a({.lr = 0.01}), b({.lr = 1.0});
-  a.step(meap::cpu{}, optim_test::parameters(a_store));
-  b.step(meap::cpu{}, optim_test::parameters(b_store), 0.01);
-  BOOST_TEST(a_store[0].value == b_store[0].value, tt::per_element());
-  // ... and the override really is used: lr 1.0 moves the parameter by about 1 on the first step.
-  std::vector<stored_parameter<double>> c_store;
-  c_store.emplace_back("w", meap::dims{1}, std::vector<double>{0.0});
-  c_store[0].grad = {3.0};
-  meap::adamw<double>({.lr = 0.01, .weight_decay = 0}).step(meap::cpu{}, optim_test::parameters(c_store), 1.0);
-  BOOST_TEST(c_store[0].value[0] == -1.0, tt::tolerance(1e-8));
+BOOST_AUTO_TEST_CASE(the_learning_rate_is_the_argument) {
+  store_of<meap::fp64> a({{"w", {3}, {1, 2, 3}, true}}), b({{"w", {3}, {1, 2, 3}, true}});
+  a.set_grad(0, {0.5, -0.25, 1.0});
+  b.set_grad(0, {0.5, -0.25, 1.0});
+  meap::adamw<meap::fp64, meap::cpu> first({.lr = 0.01}), second({.lr = 1.0});
+  first.step(meap::cpu{}, a.store, first.config().lr);
+  second.step(meap::cpu{}, b.store, 0.01);
+  BOOST_TEST(a.value(0) == b.value(0), tt::per_element());
+  // ... and it really is used: lr 1.0 moves the parameter by about 1 on the first step.
+  store_of<meap::fp64> c({{"w", {1}, {0.0}, true}});
+  c.set_grad(0, {3.0});
+  meap::adamw<meap::fp64, meap::cpu>({.lr = 0.01, .weight_decay = 0}).step(meap::cpu{}, c.store, 1.0);
+  BOOST_TEST(c.value(0)[0] == -1.0, tt::tolerance(1e-8));
 }
 
-// Each parameter counts its own steps: one that joins later gets the bias correction of its
-// first step (an update of exactly lr * g / (|g| + eps) without decay).
-BOOST_AUTO_TEST_CASE(state_is_per_parameter) {
-  std::vector<stored_parameter<double>> stored;
-  stored.emplace_back("early", meap::dims{1}, std::vector<double>{0.0}, false);
-  meap::adamw<double> opt({.lr = 0.01, .weight_decay = 0.1});
-  BOOST_TEST(opt.state("early") == nullptr);
-  stored[0].grad = {1.0};
-  opt.step(meap::cpu{}, optim_test::parameters(stored));
-  opt.step(meap::cpu{}, optim_test::parameters(stored));
-  stored.emplace_back("late", meap::dims{1}, std::vector<double>{0.0}, false);
-  stored[1].grad = {-2.0};
-  opt.step(meap::cpu{}, optim_test::parameters(stored));
-  BOOST_TEST(opt.state("early")->step == 3);
-  BOOST_TEST(opt.state("late")->step == 1);
-  BOOST_TEST(opt.state_count() == 2u);
-  BOOST_TEST(stored[1].value[0] == 0.01 * 2.0 / (2.0 + 1e-8), tt::tolerance(1e-15));
-  opt.reset();
-  BOOST_TEST(opt.state_count() == 0u);
+// Given a step status, the update happens only where the status says so, with the gradients
+// multiplied by its factor; the step count follows finish_step().
+BOOST_AUTO_TEST_CASE(a_step_status_decides_the_update_and_scales_the_gradients) {
+  const std::vector<float> w = {0.5f, -1.0f, 2.0f, 0.25f};
+  const std::vector<float> g = {0.2f, -0.4f, 0.8f, 1.6f};
+  store_of<meap::fp32> gated({{"w", {4}, w, true}}), plain({{"w", {4}, w, true}});
+  gated.set_grad(0, g);
+  plain.set_grad(0, {0.1f, -0.2f, 0.4f, 0.8f});  // g * 0.5, exactly
+  meap::adamw<meap::fp32, meap::cpu> a, b;
+  std::vector<double> values(meap::status_value_count, 0.0);
+  const meap::step_status<meap::cpu> status{meap::make_view(std::span<double>(values), {meap::status_value_count})};
+  values[static_cast<int>(meap::status_value::update)] = 0.0;
+  a.step(meap::cpu{}, gated.store, 1e-2, status);
+  BOOST_TEST(a.pending());
+  BOOST_CHECK_EXCEPTION(a.step(meap::cpu{}, gated.store, 1e-2, status), meap::error,
+                        error_says("this", {"finish_step"}));
+  a.finish_step(false);
+  BOOST_TEST(gated.value(0) == w, tt::per_element());  // skipped: nothing moved
+  BOOST_TEST(a.steps() == 0);
+  BOOST_TEST(a.exp_avg().data()[0] == 0.0f);
+  values[static_cast<int>(meap::status_value::update)] = 1.0;
+  values[static_cast<int>(meap::status_value::grad_factor)] = 0.5;
+  a.step(meap::cpu{}, gated.store, 1e-2, status);
+  a.finish_step(true);
+  b.step(meap::cpu{}, plain.store, 1e-2);
+  BOOST_TEST(a.steps() == 1);
+  BOOST_TEST(std::memcmp(gated.value(0).data(), plain.value(0).data(), 4 * sizeof(float)) == 0);
+  BOOST_CHECK_EXCEPTION(a.finish_step(true), meap::error, error_says("this", {"no step waiting"}));
 }
 
 BOOST_AUTO_TEST_CASE(state_views_name_and_describe_the_state) {
-  std::vector<stored_parameter<float>> stored;
-  stored.emplace_back("model.b", meap::dims{2, 3}, std::vector<float>(6, 1.0f));
-  stored.emplace_back("model.a", meap::dims{4}, std::vector<float>(4, 1.0f));
-  stored[0].grad.assign(6, 0.5f);
-  meap::adamw<float> opt;
-  opt.step(meap::cpu{}, optim_test::parameters(stored));
-  const auto views = opt.state_views();
+  store_of<meap::fp32> s({{"model.b", {2, 3}, std::vector<float>(6, 1.0f), true},
+                          {"model.a", {4}, std::vector<float>(4, 1.0f), true}});
+  s.set_grad(0, std::vector<float>(6, 0.5f));
+  meap::adamw<meap::fp32, meap::cpu> opt;
+  BOOST_TEST(opt.state_views(s.store).empty());
+  opt.step(meap::cpu{}, s.store, 3e-4);
+  const auto views = opt.state_views(s.store);
   BOOST_TEST_REQUIRE(views.size() == 6u);
-  // Sorted by parameter name.
-  BOOST_TEST(views[0].name == "optimizer.model.a.exp_avg");
-  BOOST_TEST(views[1].name == "optimizer.model.a.exp_avg_sq");
-  BOOST_TEST(views[2].name == "optimizer.model.a.step");
-  BOOST_TEST(views[3].name == "optimizer.model.b.exp_avg");
-  BOOST_TEST((views[3].view.shape == meap::dims{2, 3}));
-  BOOST_TEST((views[3].view.type == meap::dtype::f32));
-  BOOST_TEST((views[5].view.type == meap::dtype::i64));
-  BOOST_TEST(views[5].view.shape.rank() == 0);
-  BOOST_TEST(*static_cast<const std::int64_t*>(views[5].view.data) == 1);
+  // In the store's order.
+  BOOST_TEST(views[0].name == "optimizer.model.b.exp_avg");
+  BOOST_TEST(views[1].name == "optimizer.model.b.exp_avg_sq");
+  BOOST_TEST(views[2].name == "optimizer.model.b.step");
+  BOOST_TEST(views[3].name == "optimizer.model.a.exp_avg");
+  BOOST_TEST((views[0].view.shape == meap::dims{2, 3}));
+  BOOST_TEST((views[0].view.type == meap::dtype::f32));
+  BOOST_TEST((views[2].view.type == meap::dtype::i64));
+  BOOST_TEST(views[2].view.shape.rank() == 0);
+  BOOST_TEST(*static_cast<const std::int64_t*>(views[2].view.data) == 1);
   // m = (1 - beta1) g after one step.
-  BOOST_TEST(static_cast<const float*>(views[3].view.data)[0] == 0.05f, tt::tolerance(1e-6f));
+  BOOST_TEST(static_cast<const float*>(views[0].view.data)[0] == 0.05f, tt::tolerance(1e-6f));
 }
 
 namespace {
@@ -289,64 +322,68 @@ struct stored_state {
 // Run A for 3 steps, export its state, load it into a fresh B with copies of A's parameters, then
 // run both for 3 more steps on the same gradients: parameters and state stay bitwise equal.
 BOOST_AUTO_TEST_CASE(exported_state_resumes_bit_identically) {
-  std::vector<stored_parameter<float>> a_store;
-  a_store.emplace_back("w", meap::dims{3, 4}, std::vector<float>(12, 0.3f), true);
-  a_store.emplace_back("n", meap::dims{4}, std::vector<float>(4, 1.0f), false);
-  const auto a_params = optim_test::parameters(a_store);
+  const std::vector<store_of<meap::fp32>::spec> specs = {{"w", {3, 4}, std::vector<float>(12, 0.3f), true},
+                                                         {"n", {4}, std::vector<float>(4, 1.0f), false}};
+  store_of<meap::fp32> a_store(specs);
   const meap::adamw_config config{.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
-  meap::adamw<float> a(config);
-  const auto set_grads = [](std::vector<stored_parameter<float>>& s, std::uint64_t t) {
-    for (std::size_t k = 0; k < s.size(); ++k) fill_gradient(s[k].grad, 100 + k, t, 1.0);
+  meap::adamw<meap::fp32, meap::cpu> a(config);
+  const auto set_grads = [](store_of<meap::fp32>& s, std::uint64_t t) {
+    for (meap::index_t k = 0; k < s.store.size(); ++k) {
+      auto g = s.grad(k);
+      fill_gradient(g, 100 + static_cast<std::uint64_t>(k), t, 1.0);
+      s.set_grad(k, g);
+    }
   };
   for (std::uint64_t t = 0; t < 3; ++t) {
     set_grads(a_store, t);
-    a.step(meap::cpu{}, a_params);
+    a.step(meap::cpu{}, a_store.store, config.lr);
   }
-  const stored_state checkpoint(a.state_views());
-  auto b_store = a_store;
-  auto fresh_store = a_store;
-  const auto b_params = optim_test::parameters(b_store);
-  const auto fresh_params = optim_test::parameters(fresh_store);
-  meap::adamw<float> b(config), fresh(config);
-  b.load_state(b_params, checkpoint);
+  const stored_state checkpoint(a.state_views(a_store.store));
+  store_of<meap::fp32> b_store(specs), fresh_store(specs);
+  for (meap::index_t k = 0; k < 2; ++k) {
+    b_store.set(k, a_store.value(k));
+    fresh_store.set(k, a_store.value(k));
+  }
+  meap::adamw<meap::fp32, meap::cpu> b(config), fresh(config);
+  b.load_state(meap::cpu{}, b_store.store, checkpoint);
+  BOOST_TEST(b.steps() == 3);
   for (std::uint64_t t = 3; t < 6; ++t) {
     set_grads(a_store, t);
     set_grads(b_store, t);
     set_grads(fresh_store, t);
-    a.step(meap::cpu{}, a_params);
-    b.step(meap::cpu{}, b_params);
-    fresh.step(meap::cpu{}, fresh_params);
+    a.step(meap::cpu{}, a_store.store, config.lr);
+    b.step(meap::cpu{}, b_store.store, config.lr);
+    fresh.step(meap::cpu{}, fresh_store.store, config.lr);
   }
-  for (std::size_t k = 0; k < a_store.size(); ++k) {
-    BOOST_TEST(std::memcmp(a_store[k].value.data(), b_store[k].value.data(), a_store[k].value.size() * sizeof(float)) == 0);
-    const auto* sa = a.state(a_store[k].name);
-    const auto* sb = b.state(a_store[k].name);
-    BOOST_TEST(sa->step == 6);
-    BOOST_TEST(sb->step == 6);
-    BOOST_TEST(std::memcmp(sa->exp_avg.data(), sb->exp_avg.data(), sa->exp_avg.bytes()) == 0);
-    BOOST_TEST(std::memcmp(sa->exp_avg_sq.data(), sb->exp_avg_sq.data(), sa->exp_avg_sq.bytes()) == 0);
-  }
+  for (meap::index_t k = 0; k < 2; ++k)
+    BOOST_TEST(std::memcmp(a_store.value(k).data(), b_store.value(k).data(), a_store.value(k).size() * sizeof(float)) == 0);
+  BOOST_TEST(a.steps() == 6);
+  BOOST_TEST(b.steps() == 6);
+  const auto n = static_cast<std::size_t>(a.exp_avg().numel()) * sizeof(float);
+  BOOST_TEST(std::memcmp(a.exp_avg().data(), b.exp_avg().data(), n) == 0);
+  BOOST_TEST(std::memcmp(a.exp_avg_sq().data(), b.exp_avg_sq().data(), n) == 0);
   // Without the state the same three steps give something else (the comparison can fail).
-  BOOST_TEST(std::memcmp(a_store[0].value.data(), fresh_store[0].value.data(), 12 * sizeof(float)) != 0);
+  BOOST_TEST(std::memcmp(a_store.value(0).data(), fresh_store.value(0).data(), 12 * sizeof(float)) != 0);
 }
 
 BOOST_AUTO_TEST_CASE(load_state_rejects_bad_state_and_keeps_the_old_one) {
-  std::vector<stored_parameter<double>> stored;
-  stored.emplace_back("w", meap::dims{2}, std::vector<double>{1, 2});
-  stored[0].grad = {0.5, 0.5};
-  const auto params = optim_test::parameters(stored);
-  meap::adamw<double> opt;
-  opt.step(meap::cpu{}, params);
-  const auto good = opt.state_views();
+  store_of<meap::fp64> s({{"w", {2}, {1, 2}, true}, {"v", {1}, {3}, true}});
+  s.set_grad(0, {0.5, 0.5});
+  meap::adamw<meap::fp64, meap::cpu> opt;
+  opt.step(meap::cpu{}, s.store, 1e-3);
+  const auto good = opt.state_views(s.store);
+  const double m0 = opt.exp_avg().data()[0];
 
   const auto with = [&](const std::string& name, auto edit) {
-    stored_state s(good);
-    edit(s.views.at(name), s);
-    return s;
+    stored_state state(good);
+    edit(state.views.at(name), state);
+    return state;
   };
-  const auto fails = [&](const stored_state& s, const std::string& argument, std::vector<std::string> fragments) {
-    BOOST_CHECK_EXCEPTION(opt.load_state(params, s), meap::error, error_says(argument, std::move(fragments)));
-    BOOST_TEST(opt.state("w")->step == 1);  // unchanged
+  const auto fails = [&](const stored_state& state, const std::string& argument, std::vector<std::string> fragments) {
+    BOOST_CHECK_EXCEPTION(opt.load_state(meap::cpu{}, s.store, state), meap::error,
+                          error_says(argument, std::move(fragments)));
+    BOOST_TEST(opt.steps() == 1);  // unchanged
+    BOOST_TEST(opt.exp_avg().data()[0] == m0);
   };
   fails(with("optimizer.w.exp_avg", [](meap::any_view& v, stored_state&) { v.type = meap::dtype::f32; }),
         "optimizer.w.exp_avg", {"dtype float32", "expected dtype float64"});
@@ -362,17 +399,22 @@ BOOST_AUTO_TEST_CASE(load_state_rejects_bad_state_and_keeps_the_old_one) {
         "optimizer.w.step", {"-3", ">= 0"});
   fails(with("optimizer.w.step", [](meap::any_view& v, stored_state&) { v.type = meap::dtype::f64; }),
         "optimizer.w.step", {"float64", "int64"});
+  // Step counts that differ between parameters: one optimizer step counts for all.
+  std::int64_t other_step = 7;
+  fails(with("optimizer.v.step", [&](meap::any_view& v, stored_state&) { v.data = &other_step; }), "optimizer.v.step",
+        {"7", "every other parameter, 1", "optimizer.w.step"});
   // A missing tensor: the lookup's own error comes through.
-  BOOST_CHECK_EXCEPTION(opt.load_state(params, with("optimizer.w.step", [](meap::any_view&, stored_state& s) {
-                          s.views.erase("optimizer.w.step");
+  BOOST_CHECK_EXCEPTION(opt.load_state(meap::cpu{}, s.store, with("optimizer.w.step", [](meap::any_view&, stored_state& state) {
+                          state.views.erase("optimizer.w.step");
                         })),
                         meap::error, [](const meap::error& e) { return std::string(e.what()) == "no tensor optimizer.w.step"; });
-  BOOST_TEST(opt.state("w")->step == 1);
+  BOOST_TEST(opt.steps() == 1);
 }
 
 BOOST_AUTO_TEST_CASE(config_values_are_validated) {
   const auto rejects = [](meap::adamw_config c, const std::string& field, const std::string& fragment) {
-    BOOST_CHECK_EXCEPTION(meap::adamw<float>{c}, meap::error, error_says(field, {"meap::adamw_config", fragment}));
+    BOOST_CHECK_EXCEPTION((meap::adamw<meap::fp32, meap::cpu>{c}), meap::error,
+                          error_says(field, {"meap::adamw_config", fragment}));
   };
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const double inf = std::numeric_limits<double>::infinity();
@@ -386,39 +428,34 @@ BOOST_AUTO_TEST_CASE(config_values_are_validated) {
   rejects({.eps = 0.0}, "eps", "> 0");
   rejects({.eps = inf}, "eps", "> 0");
   rejects({.weight_decay = -0.1}, "weight_decay", ">= 0");
-  BOOST_CHECK_NO_THROW(meap::adamw<float>({.lr = 0.0, .beta1 = 0.0, .beta2 = 0.0, .eps = 1e-12, .weight_decay = 0.0}));
+  BOOST_CHECK_NO_THROW((meap::adamw<meap::fp32, meap::cpu>({.lr = 0.0, .beta1 = 0.0, .beta2 = 0.0, .eps = 1e-12,
+                                                             .weight_decay = 0.0})));
   BOOST_TEST(meap::adamw_config{}.beta2 == 0.95);
   BOOST_TEST(meap::adamw_config{}.weight_decay == 0.1);
 }
 
 BOOST_AUTO_TEST_CASE(step_checks_its_arguments_and_changes_nothing_when_it_throws) {
-  std::vector<float> value(6, 1.0f), grad(6, 0.5f), other(4, 1.0f), other_grad(4, 0.5f);
-  const auto v = meap::make_view(std::span<float>(value), {2, 3});
-  const auto g = meap::make_view(std::span<float>(grad), {2, 3});
-  meap::adamw<float> opt;
-  using P = meap::named_parameter<float, meap::cpu>;
-  BOOST_CHECK_EXCEPTION(opt.step(meap::cpu{}, std::vector<P>{{"w", v, g.reshape({3, 2})}}), meap::error,
-                        error_says("params", {"parameter 'w' (params[0])", "grad shape (3, 2)", "(2, 3)"}));
-  BOOST_CHECK_EXCEPTION(opt.step(meap::cpu{}, std::vector<P>{{"w", v, g}, {"w", v, g}}), meap::error,
-                        error_says("params", {"params[1]", "unique"}));
-  BOOST_CHECK_EXCEPTION(opt.step(meap::cpu{}, std::vector<P>{{"", v, g}}), meap::error,
-                        error_says("params", {"empty name"}));
-  BOOST_CHECK_EXCEPTION(opt.step(meap::cpu{}, std::vector<P>{{"w", v.transpose(0, 1), g.transpose(0, 1)}}), meap::error,
-                        error_says("params", {"contiguous"}));
-  BOOST_CHECK_EXCEPTION(opt.step(meap::cpu{}, std::vector<P>{{"w", v, g}}, -1.0), meap::error,
+  store_of<meap::fp32> s({{"w", {2, 3}, std::vector<float>(6, 1.0f), true}});
+  s.set_grad(0, std::vector<float>(6, 0.5f));
+  meap::adamw<meap::fp32, meap::cpu> opt;
+  BOOST_CHECK_EXCEPTION(opt.step(meap::cpu{}, s.store, -1.0), meap::error,
                         error_says("lr", {"meap::adamw::step", ">= 0"}));
-  BOOST_TEST(value == std::vector<float>(6, 1.0f), tt::per_element());
-  BOOST_TEST(opt.state_count() == 0u);
-
-  // A name that changes shape between steps is caught before any parameter moves.
-  opt.step(meap::cpu{}, std::vector<P>{{"w", v, g}});
-  const std::vector<float> after_one = value;
-  const auto o = meap::make_view(std::span<float>(other), {4});
-  const auto og = meap::make_view(std::span<float>(other_grad), {4});
-  BOOST_CHECK_EXCEPTION(opt.step(meap::cpu{}, std::vector<P>{{"v", v, g}, {"w", o, og}}), meap::error,
-                        error_says("params", {"parameter 'w' (params[1]) of shape (4)", "(2, 3)"}));
-  BOOST_TEST(value == after_one, tt::per_element());
-  BOOST_TEST(opt.state("v") == nullptr);
+  std::vector<double> short_values(3);
+  const meap::step_status<meap::cpu> bad{meap::make_view(std::span<double>(short_values), {3})};
+  BOOST_CHECK_EXCEPTION(opt.step(meap::cpu{}, s.store, 1e-3, bad), meap::error,
+                        error_says("status.values", {"shape (3)", "(5)"}));
+  meap::nn::parameter_store<meap::fp32, meap::cpu> unallocated;
+  unallocated.declare("x", {2}, true);
+  BOOST_CHECK_EXCEPTION(opt.step(meap::cpu{}, unallocated, 1e-3), meap::error,
+                        error_says("store", {"allocate"}));
+  BOOST_TEST(s.value(0) == std::vector<float>(6, 1.0f), tt::per_element());
+  BOOST_TEST(opt.steps() == 0);
+  // One optimizer, one model: a second store is refused.
+  opt.step(meap::cpu{}, s.store, 1e-3);
+  store_of<meap::fp32> other({{"w", {2, 3}, std::vector<float>(6, 1.0f), true}});
+  BOOST_CHECK_EXCEPTION(opt.step(meap::cpu{}, other.store, 1e-3), meap::error,
+                        error_says("store", {"another parameter store"}));
+  BOOST_TEST(other.value(0) == std::vector<float>(6, 1.0f), tt::per_element());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,5 @@
-// Gradient clipping by global norm, the non-finite report, and a norm independent of threads.
+// Gradient clipping by global norm, the non-finite report, a norm independent of threads, and the
+// flat form that decides a step in a step status (clip_factor).
 #include <meap/core/philox.hpp>
 #include <meap/optim/clip.hpp>
 
@@ -7,7 +8,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <span>
 #include <limits>
 #include <string>
 #include <vector>
@@ -168,6 +171,58 @@ BOOST_AUTO_TEST_CASE(max_norm_and_parameters_are_validated) {
   BOOST_CHECK_EXCEPTION(meap::grad_norm(meap::cpu{}, mismatched), meap::error, error_says("params", {"meap::grad_norm"}));
   BOOST_CHECK_EXCEPTION(meap::first_nonfinite_gradient(meap::cpu{}, mismatched), meap::error,
                         error_says("params", {"meap::first_nonfinite_gradient"}));
+}
+
+// The flat form: norm, factor and decision into a status, nothing modified.
+BOOST_AUTO_TEST_CASE(clip_factor_decides_the_update_in_a_status) {
+  std::vector<float> grads = {3.0f, 0.0f, 4.0f, 0.0f};
+  std::vector<double> values(meap::status_value_count, 0.0);
+  std::vector<std::uint64_t> checks(2 * meap::deferred_check_count, meap::deferred_none);
+  const meap::step_status<meap::cpu> status{meap::make_view(std::span<double>(values), {meap::status_value_count}),
+                                            meap::make_view(std::span<std::uint64_t>(checks),
+                                                            {2 * meap::deferred_check_count})};
+  const auto g = meap::make_view(std::span<const float>(grads), {4});
+  const auto value = [&](meap::status_value v) { return values[static_cast<int>(v)]; };
+  values[static_cast<int>(meap::status_value::loss)] = 2.5;
+  meap::clip_factor(meap::cpu{}, g, 1.0, status);
+  BOOST_TEST(value(meap::status_value::grad_norm) == 5.0);
+  BOOST_TEST(value(meap::status_value::grad_factor) == 1.0 / (5.0 + 1e-6));
+  BOOST_TEST(value(meap::status_value::update) == 1.0);
+  BOOST_TEST(grads[0] == 3.0f);  // untouched
+  // Gradients scaled by a loss scale of 1024: the same norm, the factor divided by the scale.
+  std::vector<float> scaled = {3072.0f, 0.0f, 4096.0f, 0.0f};
+  meap::clip_factor(meap::cpu{}, meap::make_view(std::span<const float>(scaled), {4}), 10.0, status, 1024.0);
+  BOOST_TEST(value(meap::status_value::grad_norm) == 5.0);
+  BOOST_TEST(value(meap::status_value::grad_factor) == 1.0 / 1024.0);
+  // No clipping (max_norm infinite).
+  meap::clip_factor(meap::cpu{}, g, std::numeric_limits<double>::infinity(), status);
+  BOOST_TEST(value(meap::status_value::grad_factor) == 1.0);
+  // Skip on a non-finite gradient, a non-finite loss, or a failed deferred check.
+  grads[1] = std::numeric_limits<float>::infinity();
+  meap::clip_factor(meap::cpu{}, g, 1.0, status);
+  BOOST_TEST(value(meap::status_value::update) == 0.0);
+  BOOST_TEST(value(meap::status_value::grad_factor) == 1.0);
+  grads[1] = 0.0f;
+  values[static_cast<int>(meap::status_value::loss)] = std::numeric_limits<double>::quiet_NaN();
+  meap::clip_factor(meap::cpu{}, g, 1.0, status);
+  BOOST_TEST(value(meap::status_value::update) == 0.0);
+  values[static_cast<int>(meap::status_value::loss)] = 2.5;
+  checks[meap::deferred_check_count + 1] = meap::deferred_failure(3, 77);
+  meap::clip_factor(meap::cpu{}, g, 1.0, status);
+  BOOST_TEST(value(meap::status_value::update) == 0.0);
+  checks[meap::deferred_check_count + 1] = meap::deferred_none;
+  meap::clip_factor(meap::cpu{}, g, 1.0, status);
+  BOOST_TEST(value(meap::status_value::update) == 1.0);
+  // Arguments.
+  BOOST_CHECK_EXCEPTION(meap::clip_factor(meap::cpu{}, g, 0.0, status), meap::error,
+                        error_says("max_norm", {"meap::clip_factor", "> 0"}));
+  BOOST_CHECK_EXCEPTION(meap::clip_factor(meap::cpu{}, g, 1.0, status, 0.0), meap::error,
+                        error_says("loss_scale", {"finite value > 0"}));
+  BOOST_CHECK_EXCEPTION(meap::clip_factor(meap::cpu{}, g.reshape({2, 2}), 1.0, status), meap::error,
+                        error_says("grads", {"rank-1"}));
+  const meap::step_status<meap::cpu> short_status{meap::make_view(std::span<double>(values).first(3), {3})};
+  BOOST_CHECK_EXCEPTION(meap::clip_factor(meap::cpu{}, g, 1.0, short_status), meap::error,
+                        error_says("status.values", {"(5)"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,7 +1,9 @@
-// AdamW and gradient clipping on CUDA against their CPU twins: several AdamW steps with and without
-// weight decay under a changing learning rate (and the bfloat16 / half compute copy), a resume
-// through load_state that continues bit for bit, the global norm (deterministic: the same bits
-// on every run), clipping, the first non-finite gradient, and the CPU's error messages.
+// AdamW and gradient clipping on CUDA against their CPU twins: several AdamW steps over a parameter
+// store with and without weight decay under a changing learning rate, the bfloat16 compute copy
+// written by the update, the update decided on the device by a step status, a resume through
+// load_state that continues bit for bit, the global norm (deterministic: the same bits on every
+// run) over lists and over the flat buffer (clip_factor), clipping, the first non-finite gradient,
+// and the CPU's error messages.
 // Label `gpu`: skipped (exit 77) without a device.
 #define BOOST_TEST_MODULE meap optim cuda
 #define BOOST_TEST_NO_MAIN
@@ -24,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "support/cuda.hpp"
 #include "support/errors.hpp"
 #include "support/gpu_main.hpp"
 
@@ -31,21 +34,13 @@ namespace {
 
 using meap::dims;
 using meap::index_t;
+using meap_test::bitwise_equal;
+using meap_test::error_of;
 using meap_test::error_says;
+using meap_test::stream_fixture;
+using meap_test::values_of;
+using meap_test::worst_relative;
 const meap::cpu host;
-
-struct stream_fixture {
-  cudaStream_t stream = nullptr;
-  meap::cuda device;
-  stream_fixture() {
-    MEAP_CUDA_CHECK(cudaStreamCreate(&stream));
-    device = meap::cuda(stream);
-  }
-  ~stream_fixture() {
-    (void)cudaStreamSynchronize(stream);
-    (void)cudaStreamDestroy(stream);
-  }
-};
 
 // A parameter held on both devices: host tensors for the CPU twin, device tensors for CUDA.
 template <class T>
@@ -104,44 +99,6 @@ std::vector<meap::named_parameter<T, meap::cuda>> device_list(std::vector<twin_p
   return list;
 }
 
-template <class T, class D>
-std::vector<float> values_of(const meap::cuda& device, const meap::tensor_view<T, D>& view) {
-  std::vector<float> out(static_cast<std::size_t>(view.numel()));
-  if constexpr (std::is_same_v<D, meap::cuda>) {
-    const auto copy = meap::to_host(device, view);
-    for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(copy.data()[i]);
-  } else {
-    for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(view.data()[i]);
-  }
-  return out;
-}
-
-// max |a - b| / max |b| over a tensor (infinite when only one side is NaN).
-double worst_relative(const std::vector<float>& a, const std::vector<float>& b) {
-  BOOST_TEST_REQUIRE(a.size() == b.size());
-  double worst = 0, scale = 1e-30;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::isnan(a[i]) != std::isnan(b[i])) return std::numeric_limits<double>::infinity();
-    worst = std::max(worst, std::abs(static_cast<double>(a[i]) - b[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
-  }
-  return worst / scale;
-}
-
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const meap::error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 std::vector<twin_parameter<float>> model_parameters(const meap::cuda& device, std::mt19937& rng) {
   std::vector<twin_parameter<float>> params;
   params.push_back(make_parameter<float>(device, rng, "model.embed_tokens.weight", {37, 24}, true));
@@ -150,6 +107,44 @@ std::vector<twin_parameter<float>> model_parameters(const meap::cuda& device, st
   params.push_back(make_parameter<float>(device, rng, "empty", {0}, true));
   return params;
 }
+
+// The same parameters in a store on each device: (name, shape, decay), random values.
+template <class P>
+struct twin_store {
+  meap::nn::parameter_store<meap::fp32, meap::cpu> host_store;
+  meap::nn::parameter_store<P, meap::cuda> device_store;
+
+  twin_store(const meap::cuda& device, std::mt19937& rng) {
+    const auto add = [&](const std::string& name, const dims& shape, bool decay) {
+      host_store.declare(name, shape, decay);
+      device_store.declare(name, shape, decay);
+    };
+    add("model.embed_tokens.weight", {37, 24}, true);
+    add("model.norm.weight", {24}, false);
+    add("model.layers.0.mlp.up_proj.weight", {200, 300}, true);
+    add("empty", {0}, true);
+    add("model.layers.0.mlp.down_proj.weight", {5, 7}, true);
+    host_store.allocate(host);
+    device_store.allocate(device);
+    for (meap::index_t k = 0; k < host_store.size(); ++k) {  // the alignment gaps stay zero
+      const auto values = random_vector<float>(rng, host_store.entry(k).numel, 1.0f);
+      std::copy(values.begin(), values.end(), host_store.master(k).data());
+    }
+    meap::copy(device, host_store.master_flat().as_const(), device_store.master_flat());
+    device_store.refresh_compute(device);
+    meap::synchronize(device);
+  }
+  // Fresh random gradients, the same on both devices (zero in the alignment gaps).
+  void new_gradients(const meap::cuda& device, std::mt19937& rng, float scale) {
+    for (meap::index_t k = 0; k < host_store.size(); ++k) {
+      const auto g = host_store.grad(k);
+      const auto values = random_vector<float>(rng, g.numel(), scale);
+      std::copy(values.begin(), values.end(), g.data());
+    }
+    meap::copy(device, host_store.grad_flat().as_const(), device_store.grad_flat());
+    meap::synchronize(device);
+  }
+};
 
 }  // namespace
 
@@ -162,78 +157,88 @@ BOOST_AUTO_TEST_CASE(adamw_matches_cpu_over_several_steps) {
                                                                       .eps = 1e-6, .weight_decay = 0.0},
                              meap::adamw_config{.beta1 = 0.0, .weight_decay = 0.3}}) {
     std::mt19937 rng(1);
-    auto params = model_parameters(device, rng);
-    meap::adamw<float> cpu_opt(config);
-    meap::cuda_adamw cuda_opt(config);
+    twin_store<meap::fp32> stores(device, rng);
+    meap::adamw<meap::fp32, meap::cpu> cpu_opt(config);
+    meap::adamw<meap::fp32, meap::cuda> cuda_opt(config);
     const meap::warmup_cosine schedule({.peak_lr = config.lr, .min_lr = config.lr / 10, .warmup_steps = 2, .total_steps = 6});
     for (std::int64_t step = 0; step < 6; ++step) {
-      new_gradients(device, rng, params, step == 3 ? 100.0f : 0.1f);
-      cpu_opt.step(host, host_list(params), schedule(step));
-      cuda_opt.step(device, device_list(params), schedule(step));
-      for (auto& p : params) {
-        const auto got = values_of(device, p.device_value.view());
-        const auto expected = values_of(device, p.host_value.view());
-        BOOST_TEST(worst_relative(got, expected) <= 4e-6, p.name << " after step " << step << ": "
-                                                                 << worst_relative(got, expected));
-        if (p.shape.product() == 0) continue;
-        const auto* cs = cuda_opt.state(p.name);
-        const auto* hs = cpu_opt.state(p.name);
-        BOOST_TEST_REQUIRE(cs != nullptr);
-        BOOST_TEST(cs->step == hs->step);
-        BOOST_TEST(worst_relative(values_of(device, cs->exp_avg.view()), values_of(device, hs->exp_avg.view())) <= 4e-6);
-        BOOST_TEST(worst_relative(values_of(device, cs->exp_avg_sq.view()), values_of(device, hs->exp_avg_sq.view())) <=
-                   4e-6);
-      }
+      stores.new_gradients(device, rng, step == 3 ? 100.0f : 0.1f);
+      cpu_opt.step(host, stores.host_store, schedule(step));
+      cuda_opt.step(device, stores.device_store, schedule(step));
+      BOOST_TEST(worst_relative(values_of(device, stores.device_store.master_flat()),
+                                values_of(device, stores.host_store.master_flat())) <= 4e-6,
+                 "master weights after step " << step);
+      BOOST_TEST(worst_relative(values_of(device, cuda_opt.exp_avg()), values_of(device, cpu_opt.exp_avg())) <= 4e-6);
+      BOOST_TEST(worst_relative(values_of(device, cuda_opt.exp_avg_sq()), values_of(device, cpu_opt.exp_avg_sq())) <= 4e-6);
     }
-    BOOST_TEST(cuda_opt.state_count() == cpu_opt.state_count());
+    BOOST_TEST(cuda_opt.steps() == cpu_opt.steps());
   }
 }
 
-BOOST_AUTO_TEST_CASE(adamw_is_deterministic_and_writes_compute_copies) {
+// A bfloat16 model: the update writes the compute copy (bf16 of the new master) in the same pass;
+// and the same inputs give the same bits on every run.
+BOOST_AUTO_TEST_CASE(adamw_is_deterministic_and_writes_the_compute_copy) {
   std::vector<std::vector<float>> runs;
   for (int run = 0; run < 2; ++run) {
     std::mt19937 rng(2);
-    auto params = model_parameters(device, rng);
-    meap::cuda_adamw opt;
-    std::vector<meap::tensor<meap::bfloat16, meap::cuda>> copies;
-    std::vector<meap::tensor_view<meap::bfloat16, meap::cuda>> copy_views;
-    for (auto& p : params) {
-      copies.emplace_back(device, p.shape);
-      meap::fill(device, copies.back().view(), std::numeric_limits<meap::bfloat16>::quiet_NaN());
-      copy_views.push_back(copies.back().view());
-    }
-    copy_views[1] = {};  // a default view skips that parameter's copy
+    twin_store<meap::bf16_mixed> stores(device, rng);
+    meap::fill(device, stores.device_store.compute_copy(), std::numeric_limits<meap::bfloat16>::quiet_NaN());
+    meap::adamw<meap::bf16_mixed, meap::cuda> opt;
     for (int step = 0; step < 3; ++step) {
-      new_gradients(device, rng, params, 1.0f);
-      opt.step(device, device_list(params), 1e-3, copy_views);
+      stores.new_gradients(device, rng, 1.0f);
+      opt.step(device, stores.device_store, 1e-3);
     }
-    std::vector<float> all;
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      const auto value = values_of(device, params[i].device_value.view());
-      all.insert(all.end(), value.begin(), value.end());
-      const auto copy = values_of(device, copies[i].view());
-      for (std::size_t j = 0; j < value.size(); ++j) {
-        if (i == 1) BOOST_TEST_REQUIRE(std::isnan(copy[j]), "skipped copy was written");
-        else BOOST_TEST_REQUIRE(copy[j] == static_cast<float>(meap::bfloat16(value[j])), params[i].name << "[" << j << "]");
-      }
-    }
-    runs.push_back(all);
+    const auto master = values_of(device, stores.device_store.master_flat());
+    const auto copy = values_of(device, stores.device_store.compute_flat());
+    for (std::size_t j = 0; j < master.size(); ++j)
+      BOOST_TEST_REQUIRE(copy[j] == static_cast<float>(meap::bfloat16(master[j])), "compute copy [" << j << "]");
+    runs.push_back(master);
   }
   BOOST_TEST(bitwise_equal(runs[0], runs[1]));
 }
 
+// With a step status the device decides: skip (nothing moves), or apply with the gradients times
+// the status's factor (equal to an ungated step on the scaled gradients).
+BOOST_AUTO_TEST_CASE(adamw_follows_a_step_status_on_the_device) {
+  std::mt19937 rng(9);
+  twin_store<meap::fp32> gated(device, rng);
+  std::mt19937 rng2(9);
+  twin_store<meap::fp32> plain(device, rng2);
+  gated.new_gradients(device, rng, 1.0f);
+  // plain gets the same gradients times 0.5 (exact).
+  auto halved = meap::clone(host, gated.host_store.grad_flat());
+  for (meap::index_t i = 0; i < halved.numel(); ++i) halved.data()[i] *= 0.5f;
+  meap::copy(device, halved.view().as_const(), plain.device_store.grad_flat());
+  auto values = meap::zeros<double>(device, {meap::status_value_count});
+  const meap::step_status<meap::cuda> status{values.view()};
+  meap::adamw<meap::fp32, meap::cuda> a, b;
+  const auto before = values_of(device, gated.device_store.master_flat());
+  a.step(device, gated.device_store, 1e-2, status);  // update = 0: skip
+  a.finish_step(false);
+  BOOST_TEST(bitwise_equal(values_of(device, gated.device_store.master_flat()), before));
+  const std::vector<double> apply = {0, 0, 0, 0.5, 1};  // grad_factor 0.5, update 1
+  meap::copy(device, meap::make_view(std::span<const double>(apply), {meap::status_value_count}), values.view());
+  a.step(device, gated.device_store, 1e-2, status);
+  a.finish_step(true);
+  b.step(device, plain.device_store, 1e-2);
+  BOOST_TEST(bitwise_equal(values_of(device, gated.device_store.master_flat()),
+                           values_of(device, plain.device_store.master_flat())));
+  BOOST_TEST(a.steps() == 1);
+}
+
 BOOST_AUTO_TEST_CASE(adamw_resumes_bit_for_bit_through_load_state) {
   std::mt19937 rng(3);
-  auto params = model_parameters(device, rng);
-  meap::cuda_adamw straight;
+  twin_store<meap::fp32> stores(device, rng);
+  auto& store = stores.device_store;
+  meap::adamw<meap::fp32, meap::cuda> straight;
   for (int step = 0; step < 2; ++step) {
-    new_gradients(device, rng, params, 1.0f);
-    straight.step(device, device_list(params), 1e-3);
+    stores.new_gradients(device, rng, 1.0f);
+    straight.step(device, store, 1e-3);
   }
   // Save: parameters and optimizer state copied to the host, as a checkpoint would.
   std::map<std::string, meap::tensor<float, meap::cpu>> saved;
   std::map<std::string, std::int64_t> steps;
-  for (const auto& [name, view] : straight.state_views()) {
+  for (const auto& [name, view] : straight.state_views(store)) {
     if (view.type == meap::dtype::i64) {
       std::memcpy(&steps[name], view.data, sizeof(std::int64_t));
       continue;
@@ -241,47 +246,72 @@ BOOST_AUTO_TEST_CASE(adamw_resumes_bit_for_bit_through_load_state) {
     BOOST_TEST_REQUIRE((view.where.kind == meap::device_kind::cuda));
     saved.emplace(name, meap::to_host(device, meap::view_cast<const float, meap::cuda>(view, name)));
   }
-  std::vector<meap::tensor<float, meap::cpu>> values;
-  for (auto& p : params) values.push_back(meap::to_host(device, p.device_value.view()));
+  const auto values = meap::to_host(device, store.master_flat());
 
-  new_gradients(device, rng, params, 1.0f);
-  straight.step(device, device_list(params), 1e-3);
-  std::vector<std::vector<float>> expected;
-  for (auto& p : params) expected.push_back(values_of(device, p.device_value.view()));
+  stores.new_gradients(device, rng, 1.0f);
+  straight.step(device, store, 1e-3);
+  const auto expected = values_of(device, store.master_flat());
 
   // Resume: restore the values, load the state in a new optimizer, take the same step.
-  for (std::size_t i = 0; i < params.size(); ++i)
-    meap::copy(device, values[i].view().as_const(), params[i].device_value.view());
-  meap::cuda_adamw resumed;
-  resumed.load_state(device, device_list(params), [&](const std::string& name) -> meap::any_view {
+  meap::copy(device, values.view().as_const(), store.master_flat());
+  meap::adamw<meap::fp32, meap::cuda> resumed;
+  resumed.load_state(device, store, [&](const std::string& name) -> meap::any_view {
     if (const auto found = saved.find(name); found != saved.end()) return meap::to_any(found->second.view());
     return meap::to_any(meap::tensor_view<const std::int64_t, meap::cpu>(&steps.at(name), dims{}));
   });
-  resumed.step(device, device_list(params), 1e-3);
-  for (std::size_t i = 0; i < params.size(); ++i)
-    BOOST_TEST(bitwise_equal(values_of(device, params[i].device_value.view()), expected[i]), params[i].name);
+  BOOST_TEST(resumed.steps() == 2);
+  resumed.step(device, store, 1e-3);
+  BOOST_TEST(bitwise_equal(values_of(device, store.master_flat()), expected));
 }
 
 BOOST_AUTO_TEST_CASE(adamw_rejects_bad_arguments) {
   std::mt19937 rng(4);
-  auto params = model_parameters(device, rng);
-  meap::cuda_adamw opt;
-  BOOST_CHECK_EXCEPTION(opt.step(device, device_list(params), -1.0), meap::error,
-                        error_says("meap::cuda_adamw::step", "lr", {"a finite learning rate >= 0"}));
-  auto list = device_list(params);
-  list[2].name = list[0].name;
-  BOOST_CHECK_EXCEPTION(opt.step(device, list, 1e-3), meap::error,
-                        error_says("meap::cuda_adamw::step", "params", {"unique parameter names"}));
-  opt.step(device, device_list(params), 1e-3);
-  auto reshaped = device_list(params);
-  reshaped[2].value = reshaped[2].value.reshape({300, 200});
-  reshaped[2].grad = reshaped[2].grad.reshape({300, 200});
-  BOOST_CHECK_EXCEPTION(opt.step(device, reshaped, 1e-3), meap::error,
-                        error_says("meap::cuda_adamw::step", "params", {"a parameter name must keep its shape"}));
-  std::vector<meap::tensor_view<meap::half, meap::cuda>> too_few(1);
-  BOOST_CHECK_EXCEPTION(opt.step(device, device_list(params), 1e-3, too_few), meap::error,
-                        error_says("meap::cuda_adamw::step", "copies", {"one view per parameter"}));
-  BOOST_CHECK_EXCEPTION((void)meap::cuda_adamw({.beta2 = 1.0}), meap::error, error_says("meap::adamw_config", "beta2", {}));
+  twin_store<meap::fp32> stores(device, rng);
+  meap::adamw<meap::fp32, meap::cuda> opt;
+  meap::adamw<meap::fp32, meap::cpu> cpu_opt;
+  BOOST_TEST(error_of([&] { opt.step(device, stores.device_store, -1.0); }) ==
+             error_of([&] { cpu_opt.step(host, stores.host_store, -1.0); }));
+  BOOST_CHECK_EXCEPTION(opt.step(device, stores.device_store, -1.0), meap::error,
+                        error_says("meap::adamw::step", "lr", {"a finite learning rate >= 0"}));
+  auto short_values = meap::zeros<double>(device, {3});
+  BOOST_CHECK_EXCEPTION(opt.step(device, stores.device_store, 1e-3, meap::step_status<meap::cuda>{short_values.view()}),
+                        meap::error, error_says("meap::adamw::step", "status.values", {"shape (3)"}));
+  using cuda_adamw = meap::adamw<meap::fp32, meap::cuda>;
+  BOOST_CHECK_EXCEPTION((void)cuda_adamw({.beta2 = 1.0}), meap::error,
+                        error_says("meap::adamw_config", "beta2", {}));
+}
+
+// The flat form: the same norm and decision as the CPU, in device memory.
+BOOST_AUTO_TEST_CASE(clip_factor_matches_cpu) {
+  std::mt19937 rng(10);
+  twin_store<meap::fp32> stores(device, rng);
+  stores.new_gradients(device, rng, 0.5f);
+  std::vector<double> host_values(meap::status_value_count, 0.0);
+  host_values[0] = 1.5;  // a finite loss
+  const meap::step_status<meap::cpu> host_status{meap::make_view(std::span<double>(host_values), {meap::status_value_count})};
+  auto device_values = meap::to_device(device, host_status.values.as_const());
+  auto checks = meap::full<std::uint64_t>(host, {2 * meap::deferred_check_count}, meap::deferred_none);
+  auto device_checks = meap::to_device(device, checks.view().as_const());
+  const meap::step_status<meap::cuda> status{device_values.view(), device_checks.view()};
+  meap::clip_factor(host, stores.host_store.grad_flat(), 1.0, host_status, 8.0);
+  meap::clip_factor(device, stores.device_store.grad_flat(), 1.0, status, 8.0);
+  auto got = meap::to_host(device, device_values.view());
+  for (int v = 2; v < meap::status_value_count; ++v)
+    BOOST_TEST(std::abs(got.data()[v] - host_values[static_cast<std::size_t>(v)]) <=
+                   1e-12 * std::abs(host_values[static_cast<std::size_t>(v)]),
+               "status value " << v << ": " << got.data()[v] << " vs " << host_values[static_cast<std::size_t>(v)]);
+  BOOST_TEST(got.data()[static_cast<int>(meap::status_value::update)] == 1.0);
+  // A failed deferred check, or a non-finite gradient, makes it skip.
+  checks.data()[meap::deferred_check_count + 2] = meap::deferred_failure(4, -1);
+  meap::copy(device, checks.view().as_const(), device_checks.view());
+  meap::clip_factor(device, stores.device_store.grad_flat(), 1.0, status);
+  BOOST_TEST(meap::to_host(device, device_values.view()).data()[static_cast<int>(meap::status_value::update)] == 0.0);
+  meap::fill(device, device_checks.view(), meap::deferred_none);
+  meap::fill(device, stores.device_store.grad(2).slice(0, 7, 8), std::numeric_limits<float>::infinity());
+  meap::clip_factor(device, stores.device_store.grad_flat(), 1.0, status);
+  got = meap::to_host(device, device_values.view());
+  BOOST_TEST(got.data()[static_cast<int>(meap::status_value::update)] == 0.0);
+  BOOST_TEST(!std::isfinite(got.data()[static_cast<int>(meap::status_value::grad_norm)]));
 }
 
 BOOST_AUTO_TEST_CASE(grad_norm_and_clipping_match_cpu) {

@@ -35,4 +35,15 @@ inline auto error_says(std::string argument, std::vector<std::string> fragments)
   return error_says(std::string(), std::move(argument), std::move(fragments));
 }
 
+// The message of the meap::error f() throws, or "(no error)": for comparing two calls' errors.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const meap::error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 }  // namespace meap_test

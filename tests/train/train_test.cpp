@@ -1,5 +1,6 @@
 // Training end to end on the CPU: the loss falls, checkpoints reload exactly, a resume continues
-// bit for bit, non-finite values skip the update, and bad options are rejected.
+// bit for bit, non-finite values skip the update, micro-batches give the step of the whole batch,
+// packed documents train, an invalid token id changes nothing, and bad options are rejected.
 #include <meap/train/pretrain.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -44,6 +45,8 @@ meap::tensor<std::int32_t, meap::cpu> pattern_batch(std::uint64_t step, int rows
   return tokens;
 }
 
+using cpu_trainer = meap::train::pretrainer<meap::fp32, meap::cpu>;
+
 meap::train::pretrain_options options(std::int64_t total_steps) {
   meap::train::pretrain_options o;
   o.optimizer.lr = 1e-2;
@@ -63,7 +66,7 @@ struct temp_dir {
   ~temp_dir() { std::filesystem::remove_all(path); }
 };
 
-bool same_parameters(meap::nn::llama_model<float>& a, meap::nn::llama_model<float>& b) {
+bool same_parameters(meap::nn::llama_model<meap::fp32>& a, meap::nn::llama_model<meap::fp32>& b) {
   const auto pa = a.parameters(), pb = b.parameters();
   for (std::size_t i = 0; i < pa.size(); ++i)
     if (std::memcmp(pa[i].value.data(), pb[i].value.data(), static_cast<std::size_t>(pa[i].value.numel()) * sizeof(float)) != 0)
@@ -77,11 +80,11 @@ BOOST_AUTO_TEST_SUITE(train)
 
 BOOST_AUTO_TEST_CASE(loss_falls_with_ntp_and_with_meap) {
   for (const bool meap_policy : {false, true}) {
-    meap::nn::llama_model<float> model(small_config());
+    meap::nn::llama_model<meap::fp32> model(small_config());
     model.initialize(1);
     std::optional<meap::masking::fixed_ratio> policy;
     if (meap_policy) policy = meap::masking::fixed_ratio{};
-    meap::train::pretrainer<float> trainer(model, policy, options(150));
+    meap::train::pretrainer<meap::fp32, meap::cpu> trainer(model, policy, options(150));
     double first = 0, last = 0;
     for (int s = 0; s < 150; ++s) {
       const auto report = trainer.step(pattern_batch(static_cast<std::uint64_t>(s)).view());
@@ -102,21 +105,21 @@ BOOST_AUTO_TEST_CASE(save_then_load_gives_identical_logits) {
   temp_dir dir;
   auto config = small_config();
   config.tied_head = true;
-  meap::nn::llama_model<float> model(config);
+  meap::nn::llama_model<meap::fp32> model(config);
   model.initialize(3);
   meap::train::save_model(dir.path / "f32", model);
   meap::train::save_model(dir.path / "bf16", model, meap::dtype::bf16);
-  auto loaded = meap::train::load_pretrained<float>(dir.path / "f32");
+  auto loaded = meap::train::load_pretrained<meap::fp32>(dir.path / "f32");
   BOOST_TEST(loaded.config().tied_head);
   BOOST_TEST(loaded.config().kv_heads == 1);
   const auto tokens = pattern_batch(0, 2, 9);
   const auto ids = tokens.view().as_const();
-  const auto a = model.logits(model.forward(ids));
-  const auto b = loaded.logits(loaded.forward(ids));
+  const auto a = model.logits(host, model.forward(host, ids));
+  const auto b = loaded.logits(host, loaded.forward(host, ids));
   BOOST_TEST(std::memcmp(a.data(), b.data(), a.bytes()) == 0);
   // bfloat16 weights: logits close, not equal.
-  auto rounded = meap::train::load_pretrained<float>(dir.path / "bf16");
-  const auto c = rounded.logits(rounded.forward(ids));
+  auto rounded = meap::train::load_pretrained<meap::fp32>(dir.path / "bf16");
+  const auto c = rounded.logits(host, rounded.forward(host, ids));
   double worst = 0;
   for (meap::index_t i = 0; i < a.numel(); ++i) worst = std::max(worst, double(std::fabs(a.data()[i] - c.data()[i])));
   BOOST_TEST(worst > 0.0);
@@ -133,7 +136,7 @@ BOOST_AUTO_TEST_CASE(save_then_load_gives_identical_logits) {
   // A model of another shape refuses the file, naming the tensor.
   auto other = small_config();
   other.ffn = 48;
-  meap::nn::llama_model<float> wrong(other);
+  meap::nn::llama_model<meap::fp32> wrong(other);
   BOOST_CHECK_THROW(meap::train::load_model(dir.path / "f32", wrong), meap::error);
 }
 
@@ -141,22 +144,22 @@ BOOST_AUTO_TEST_CASE(resume_continues_bit_for_bit) {
   temp_dir dir;
   const int total = 8, split = 4;
   // Uninterrupted.
-  meap::nn::llama_model<float> straight(small_config());
+  meap::nn::llama_model<meap::fp32> straight(small_config());
   straight.initialize(11);
-  meap::train::pretrainer<float> straight_trainer(straight, meap::masking::fixed_ratio{}, options(total));
+  meap::train::pretrainer<meap::fp32, meap::cpu> straight_trainer(straight, meap::masking::fixed_ratio{}, options(total));
   std::vector<double> straight_losses;
   for (int s = 0; s < total; ++s) straight_losses.push_back(straight_trainer.step(pattern_batch(s).view()).loss);
   // Interrupted after `split` steps, resumed into a fresh model and trainer.
   {
-    meap::nn::llama_model<float> first(small_config());
+    meap::nn::llama_model<meap::fp32> first(small_config());
     first.initialize(11);
-    meap::train::pretrainer<float> trainer(first, meap::masking::fixed_ratio{}, options(total));
+    meap::train::pretrainer<meap::fp32, meap::cpu> trainer(first, meap::masking::fixed_ratio{}, options(total));
     for (int s = 0; s < split; ++s) (void)trainer.step(pattern_batch(s).view());
     trainer.save(dir.path);
   }
-  meap::nn::llama_model<float> resumed(small_config());
+  meap::nn::llama_model<meap::fp32> resumed(small_config());
   resumed.initialize(999);  // overwritten by the checkpoint
-  meap::train::pretrainer<float> trainer(resumed, meap::masking::fixed_ratio{}, options(total));
+  meap::train::pretrainer<meap::fp32, meap::cpu> trainer(resumed, meap::masking::fixed_ratio{}, options(total));
   trainer.resume(dir.path);
   BOOST_TEST(trainer.next_step() == static_cast<std::uint64_t>(split));
   for (int s = split; s < total; ++s) {
@@ -167,7 +170,7 @@ BOOST_AUTO_TEST_CASE(resume_continues_bit_for_bit) {
   // A trainer with another seed refuses the checkpoint.
   auto other = options(total);
   other.masking.seed = 6;
-  meap::train::pretrainer<float> wrong_seed(resumed, meap::masking::fixed_ratio{}, other);
+  meap::train::pretrainer<meap::fp32, meap::cpu> wrong_seed(resumed, meap::masking::fixed_ratio{}, other);
   BOOST_CHECK_EXCEPTION(wrong_seed.resume(dir.path), meap::error, error_says("directory", {"seed 5"}));
   // A model file from another step than the trainer file (a crash between the writes) is refused.
   meap::train::save_model(dir.path, resumed, meap::dtype::f32, 123);
@@ -178,9 +181,9 @@ BOOST_AUTO_TEST_CASE(resume_continues_bit_for_bit) {
 }
 
 BOOST_AUTO_TEST_CASE(non_finite_values_skip_the_update) {
-  meap::nn::llama_model<float> model(small_config());
+  meap::nn::llama_model<meap::fp32> model(small_config());
   model.initialize(2);
-  meap::train::pretrainer<float> trainer(model, std::nullopt, options(10));
+  meap::train::pretrainer<meap::fp32, meap::cpu> trainer(model, std::nullopt, options(10));
   auto params = model.parameters();
   params[5].value.data()[3] = std::numeric_limits<float>::infinity();  // poisons the forward pass
   const auto before = meap::clone(host, params[2].value);
@@ -193,24 +196,95 @@ BOOST_AUTO_TEST_CASE(non_finite_values_skip_the_update) {
 }
 
 BOOST_AUTO_TEST_CASE(invalid_options_are_rejected) {
-  meap::nn::llama_model<float> model(small_config());
+  meap::nn::llama_model<meap::fp32> model(small_config());
   auto o = options(10);
   o.clip_norm = 0;
-  BOOST_CHECK_EXCEPTION(meap::train::pretrainer<float>(model, std::nullopt, o), meap::error, error_says("clip_norm", {}));
+  BOOST_CHECK_EXCEPTION(cpu_trainer(model, std::nullopt, o), meap::error, error_says("clip_norm", {}));
   o = options(10);
   o.optimizer.beta1 = 1.0;
-  BOOST_CHECK_EXCEPTION(meap::train::pretrainer<float>(model, std::nullopt, o), meap::error, error_says("beta1", {}));
+  BOOST_CHECK_EXCEPTION(cpu_trainer(model, std::nullopt, o), meap::error, error_says("beta1", {}));
   o = options(10);
   o.schedule.total_steps = 0;
-  BOOST_CHECK_EXCEPTION(meap::train::pretrainer<float>(model, std::nullopt, o), meap::error, error_says("total_steps", {}));
-  BOOST_CHECK_EXCEPTION(meap::train::pretrainer<float>(model, meap::masking::fixed_ratio{1.5}, options(10)), meap::error,
+  BOOST_CHECK_EXCEPTION(cpu_trainer(model, std::nullopt, o), meap::error, error_says("total_steps", {}));
+  BOOST_CHECK_EXCEPTION(cpu_trainer(model, meap::masking::fixed_ratio{1.5}, options(10)), meap::error,
                         error_says("ratio", {"1.5"}));
-  meap::train::pretrainer<float> trainer(model, meap::masking::fixed_ratio{}, options(10));
+  meap::train::pretrainer<meap::fp32, meap::cpu> trainer(model, meap::masking::fixed_ratio{}, options(10));
   auto one_column = meap::zeros<std::int32_t>(host, {2, 1});
   BOOST_CHECK_EXCEPTION(trainer.step(one_column.view()), meap::error, error_says("tokens", {"T >= 1"}));
   auto with_mask_id = pattern_batch(0);
   with_mask_id.view()(1, 4) = 15;
   BOOST_CHECK_EXCEPTION(trainer.step(with_mask_id.view()), meap::error, error_says("options.mask_id", {"row 1, position 4"}));
+}
+
+// The global batch in 4 micro-batches: the same masks (rows keyed by their global index), the same
+// loss (the mean over the global batch), the same update up to float summation order.
+BOOST_AUTO_TEST_CASE(micro_batches_give_the_step_of_the_whole_batch) {
+  meap::nn::llama_model<meap::fp32> whole(small_config()), split(small_config());
+  whole.initialize(4);
+  split.initialize(4);
+  auto split_options = options(10);
+  split_options.micro_batches = 4;
+  meap::train::pretrainer<meap::fp32, meap::cpu> a(whole, meap::masking::fixed_ratio{}, options(10));
+  meap::train::pretrainer<meap::fp32, meap::cpu> b(split, meap::masking::fixed_ratio{}, split_options);
+  for (int s = 0; s < 3; ++s) {
+    const auto tokens = pattern_batch(static_cast<std::uint64_t>(s));
+    const auto ra = a.step(tokens.view());
+    const auto rb = b.step(tokens.view());
+    BOOST_TEST(rb.micro_batches == 4);
+    BOOST_TEST(ra.masked == rb.masked);
+    BOOST_TEST(ra.loss_tokens == rb.loss_tokens);
+    BOOST_TEST(rb.loss == ra.loss, boost::test_tools::tolerance(1e-5));
+    BOOST_TEST(rb.grad_norm == ra.grad_norm, boost::test_tools::tolerance(1e-4));
+  }
+  const auto pa = whole.parameters(), pb = split.parameters();
+  double worst = 0;
+  for (std::size_t k = 0; k < pa.size(); ++k)
+    for (meap::index_t i = 0; i < pa[k].value.numel(); ++i)
+      worst = std::max(worst, double(std::fabs(pa[k].value.data()[i] - pb[k].value.data()[i])));
+  BOOST_TEST(worst < 1e-5);
+  // The row count must split evenly.
+  auto seven = meap::zeros<std::int32_t>(host, {7, 17});
+  BOOST_CHECK_EXCEPTION(b.step(seven.view()), meap::error, error_says("tokens", {"multiple of micro_batches = 4"}));
+}
+
+// Packed documents: attention and masking stay within each document, the loss still falls.
+BOOST_AUTO_TEST_CASE(packed_documents_train) {
+  meap::nn::llama_model<meap::fp32> model(small_config());
+  model.initialize(6);
+  meap::train::pretrainer<meap::fp32, meap::cpu> trainer(model, meap::masking::fixed_ratio{}, options(60));
+  auto segments = meap::zeros<std::int32_t>(host, {8, 17});
+  for (int b = 0; b < 8; ++b)
+    for (int t = 0; t < 17; ++t) segments.view()(b, t) = t < 9 ? 0 : 1;
+  double first = 0, last = 0;
+  for (int s = 0; s < 60; ++s) {
+    const auto report = trainer.step(pattern_batch(static_cast<std::uint64_t>(s)).view(), segments.view());
+    if (s == 0) first = report.loss;
+    last = report.loss;
+    // The last input of each of the two documents is never masked: floor(0.15 * 14) per row.
+    BOOST_TEST_REQUIRE(report.masked == 8 * 2);
+  }
+  BOOST_TEST(last < first * 0.5);
+  auto wrong = meap::zeros<std::int32_t>(host, {8, 5});
+  BOOST_CHECK_EXCEPTION(trainer.step(pattern_batch(0).view(), wrong.view()), meap::error,
+                        error_says("segment_ids", {"shape (8, 5)"}));
+}
+
+// A token id outside the vocabulary throws, and the step changes nothing.
+BOOST_AUTO_TEST_CASE(an_invalid_token_id_throws_and_changes_nothing) {
+  meap::nn::llama_model<meap::fp32> model(small_config());
+  model.initialize(8);
+  meap::train::pretrainer<meap::fp32, meap::cpu> trainer(model, std::nullopt, options(10));
+  auto tokens = pattern_batch(0);
+  tokens.view()(2, 5) = 99;
+  const auto before = meap::clone(host, model.parameters()[3].value);
+  BOOST_CHECK_EXCEPTION(trainer.step(tokens.view()), meap::error,
+                        error_says("meap::embedding_forward", "tokens", {"token 99", "[0, 16)"}));
+  BOOST_TEST(trainer.next_step() == 0u);
+  BOOST_TEST(trainer.optimizer().steps() == 0);
+  BOOST_TEST(std::memcmp(before.data(), model.parameters()[3].value.data(), before.bytes()) == 0);
+  const auto report = trainer.step(pattern_batch(0).view());  // the trainer is still usable
+  BOOST_TEST(!report.skipped);
+  BOOST_TEST(trainer.optimizer().steps() == 1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -56,9 +56,14 @@ struct device_location {
   friend constexpr bool operator==(const device_location&, const device_location&) = default;
 };
 
+// "cpu" or "cuda:1". Built with append: GCC 12 at -O3 reports a bogus -Wrestrict in an inlined
+// `"literal" + std::string&&`, and nvcc's host pass cannot be given -Wno-restrict by meap.
 inline std::string to_string(const device_location& where) {
   std::string text(to_string(where.kind));
-  if (where.kind != device_kind::cpu) text += ":" + std::to_string(where.ordinal);
+  if (where.kind != device_kind::cpu) {
+    text.append(":");
+    text.append(std::to_string(where.ordinal));
+  }
   return text;
 }
 
@@ -77,6 +82,11 @@ struct device_traits {
                 "(in a CUDA translation unit compiled by nvcc, linked to meap::cuda)");
 };
 
+// What every device_traits<Device> provides: allocate / deallocate / zero raw memory, the
+// location of new allocations, and check_current(function, argument, where), which throws
+// meap::error when memory at `where` cannot be used by work enqueued on this device now (on
+// CUDA: memory of another GPU than the current one). Front doors call it once, after their
+// shared checks.
 template <>
 struct device_traits<cpu> {
   // 64-byte alignment: one cache line, and enough for any SIMD load Eigen emits. Large blocks
@@ -94,6 +104,16 @@ struct device_traits<cpu> {
     if (bytes != 0) std::memset(pointer, 0, bytes);
   }
   static device_location location(const cpu&) noexcept { return {device_kind::cpu, 0}; }
+  static void check_current(std::string_view, std::string_view, const device_location&) noexcept {}
+  // Host memory the device copies from and to without waiting (core/tensor.hpp: host_staging).
+  static void* allocate_host(const cpu& device, std::size_t bytes) { return allocate(device, bytes); }
+  static void deallocate_host(const cpu& device, void* pointer, std::size_t bytes) noexcept {
+    deallocate(device, pointer, bytes);
+  }
 };
+
+// Waits until the work enqueued on `device` is done: nothing to wait for on the CPU (the CUDA
+// overload is in <meap/cuda.hpp>). Generic code calls it where a CUDA stream must be waited for.
+inline void synchronize(const cpu&) noexcept {}
 
 }  // namespace meap

@@ -180,4 +180,80 @@ tensor<std::remove_const_t<T>, cpu> clone(const cpu& device, const tensor_view<T
   return result;
 }
 
+// Host memory that `Device` copies from and to without waiting: page-locked (pinned) for
+// meap::cuda, so that an upload is truly asynchronous (cudaMemcpyAsync from pageable memory waits
+// for the stream first); plain host memory for meap::cpu. What a trainer stages its batches in and
+// reads its step report into. Move-only; reshape() reallocates only to grow.
+template <class T, class Device>
+class host_staging {
+  static_assert(element<T> && !std::is_const_v<T>, "meap::host_staging: T must be a non-const meap element type");
+
+ public:
+  host_staging() = default;
+  host_staging(const Device& device, const dims& shape) : device_(device) { reshape(shape); }
+  host_staging(const host_staging&) = delete;
+  host_staging& operator=(const host_staging&) = delete;
+  host_staging(host_staging&& other) noexcept { swap(other); }
+  host_staging& operator=(host_staging&& other) noexcept {
+    if (this != &other) {
+      release();
+      swap(other);
+    }
+    return *this;
+  }
+  ~host_staging() { release(); }
+
+  void reshape(const dims& shape) {
+    index_t count = 1;
+    for (int i = 0; i < shape.rank(); ++i) {
+      check_argument(shape[i] >= 0, "meap::host_staging", "shape", to_string(shape), "non-negative extents");
+      if (__builtin_mul_overflow(count, shape[i], &count) ||
+          static_cast<std::size_t>(count) > std::numeric_limits<std::size_t>::max() / sizeof(T))
+        throw_argument_error("meap::host_staging", "shape", to_string(shape), "a size whose byte count fits in size_t");
+    }
+    const std::size_t bytes = static_cast<std::size_t>(count) * sizeof(T);
+    if (bytes > capacity_) {
+      release();
+      data_ = static_cast<T*>(device_traits<Device>::allocate_host(device_, bytes));
+      capacity_ = bytes;
+    }
+    shape_ = shape;
+  }
+
+  tensor_view<T, cpu> view() const { return {data_, shape_}; }
+  T* data() const noexcept { return data_; }
+  const dims& shape() const noexcept { return shape_; }
+  index_t numel() const { return shape_.product(); }
+
+ private:
+  void release() noexcept {
+    if (data_ != nullptr) device_traits<Device>::deallocate_host(device_, data_, capacity_);
+    data_ = nullptr;
+    capacity_ = 0;
+    shape_ = dims{0};
+  }
+  void swap(host_staging& other) noexcept {
+    std::swap(device_, other.device_);
+    std::swap(data_, other.data_);
+    std::swap(shape_, other.shape_);
+    std::swap(capacity_, other.capacity_);
+  }
+
+  Device device_{};
+  T* data_ = nullptr;
+  dims shape_{0};
+  std::size_t capacity_ = 0;
+};
+
+// The host and device sides of a CPU tensor are the same memory: these make generic code that
+// stages data (to_device) or reads results (to_host) work on meap::cpu too. Both copy.
+template <class T>
+tensor<std::remove_const_t<T>, cpu> to_host(const cpu& device, const tensor_view<T, cpu>& src) {
+  return clone(device, src);
+}
+template <class T>
+tensor<std::remove_const_t<T>, cpu> to_device(const cpu& device, const tensor_view<T, cpu>& src) {
+  return clone(device, src);
+}
+
 }  // namespace meap

@@ -16,6 +16,7 @@
 #include <meap/core/dtype.hpp>
 #include <meap/core/error.hpp>
 
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
@@ -246,13 +247,62 @@ void check_contiguous(std::string_view function, std::string_view argument, cons
                          "a contiguous (row-major) view");
 }
 
+namespace detail {
+[[noreturn]] inline void throw_device_mismatch(std::string_view function, std::string_view name_a,
+                                               const device_location& a, std::string_view name_b,
+                                               const device_location& b) {
+  std::string got("memory on ");
+  got.append(to_string(b));
+  std::string expected("memory on ");
+  expected.append(to_string(a)).append(", where '").append(name_a).append("' lives (device mismatch)");
+  throw_argument_error(function, name_b, got, expected);
+}
+}  // namespace detail
+
 template <class A, class DA, class B, class DB>
 void check_same_device(std::string_view function, std::string_view name_a, const tensor_view<A, DA>& a,
                        std::string_view name_b, const tensor_view<B, DB>& b) {
-  if (a.location() != b.location())
-    throw_argument_error(function, name_b, "memory on " + to_string(b.location()),
-                         "memory on " + to_string(a.location()) + ", where '" + std::string(name_a) +
-                             "' lives (device mismatch)");
+  if (a.location() != b.location()) detail::throw_device_mismatch(function, name_a, a.location(), name_b, b.location());
+}
+
+// A rank-2 row-major contiguous view of exactly (rows, columns).
+template <class T, class Device>
+void check_matrix(std::string_view function, std::string_view argument, const tensor_view<T, Device>& view,
+                  index_t rows, index_t columns) {
+  check_shape(function, argument, view, dims{rows, columns});
+  check_contiguous(function, argument, view);
+}
+
+// One argument of a front door, for the location checks below: its name, where its memory is,
+// and whether it was given at all (a default view, rank 0 and null, means "not requested").
+struct located {
+  std::string_view name;
+  device_location where;
+  bool given = true;
+};
+
+template <class T, class Device>
+located at(std::string_view name, const tensor_view<T, Device>& view) {
+  return {name, view.location(), !(view.rank() == 0 && view.data() == nullptr)};
+}
+
+// Every given argument lives where the first given one does (device mismatch otherwise), and
+// that place is usable by work on `Device` now (device_traits<Device>::check_current: on CUDA,
+// the current GPU). Front doors call this once, after their shape checks, so that the messages
+// about shapes are the same on every device.
+template <class Device>
+void check_colocated(std::string_view function, std::initializer_list<located> arguments) {
+  const located* first = nullptr;
+  for (const located& argument : arguments) {
+    if (!argument.given) continue;
+    if (first == nullptr) {
+      first = &argument;
+      continue;
+    }
+    if (argument.where != first->where)
+      detail::throw_device_mismatch(function, first->name, first->where, argument.name, argument.where);
+  }
+  if (first != nullptr) device_traits<Device>::check_current(function, first->name, first->where);
 }
 
 }  // namespace meap

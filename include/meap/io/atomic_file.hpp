@@ -49,8 +49,9 @@ class atomic_file {
     // O_EXCL makes the name ours; a collision (a temporary left by a crashed process with a
     // recycled pid) just moves on to the next counter value.
     for (int attempt = 0; attempt < 100; ++attempt) {
-      const std::string name = "." + path_.filename().string() + ".tmp." + std::to_string(::getpid()) + "." +
-                               std::to_string(counter.fetch_add(1));
+      std::string name(".");
+      name.append(path_.filename().string()).append(".tmp.").append(std::to_string(::getpid())).append(".");
+      name.append(std::to_string(counter.fetch_add(1)));
       temporary_ = directory / name;
       fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
       if (fd_ >= 0) return;

@@ -1,5 +1,7 @@
 // meap/kernels/attention.hpp: causal self-attention, forward and backward, with grouped kv heads
-// (GQA / MQA) and optional segment ids for packed documents. See docs/kernels.md for the maths.
+// (GQA / MQA) and optional segment ids for packed documents, on every device. See
+// docs/kernels.md for the maths and both implementations (kernels/cpu/attention.hpp,
+// kernels/cuda/attention.hpp).
 //
 //   q: (B, T, Hq, D)   k, v: (B, T, Hkv, D)   Hq = G * Hkv; query head h reads kv head h / G
 //   out: (B, T, Hq, D) lse: (B, Hq, T)        segment_ids: (B, T) int32, optional
@@ -8,10 +10,11 @@
 // natural log of that softmax's denominator, which attention_backward uses to recompute the
 // probabilities block by block (no T x T matrix is kept). The scale defaults to 1 / sqrt(D).
 //
-// Element types: double and float compute in their own type; half and bfloat16 are widened to
-// float, computed in float and rounded once. lse and the probe's outputs are accumulate_t<T>
-// (double for double, else float). Every view must be contiguous (row-major). Outputs are
-// overwritten, never accumulated into.
+// Element types: double and float compute in their own type on the CPU; half and bfloat16 are
+// widened to float, computed in float and rounded once. meap::cuda takes float, half and
+// bfloat16 (double is rejected with a meap::error). lse and the probe's outputs are
+// accumulate_t<T> (double for double, else float). Every view must be contiguous (row-major) and
+// on one device. Outputs are overwritten, never accumulated into.
 #pragma once
 
 #include <meap/core/device.hpp>
@@ -20,8 +23,9 @@
 #include <meap/core/error.hpp>
 #include <meap/core/tensor.hpp>
 #include <meap/core/tensor_view.hpp>
+#include <meap/kernels/backend.hpp>
+#include <meap/kernels/options.hpp>
 #include <meap/kernels/cpu/attention.hpp>
-#include <meap/kernels/cpu/convert.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -32,32 +36,14 @@
 
 namespace meap {
 
-// Head dimensions the kernels accept: 1 ..= max_attention_head_dim.
-inline constexpr index_t max_attention_head_dim = 256;
-
-template <class Device>
-struct attention_options {
-  // Multiplies q . k before the softmax; unset means 1 / sqrt(D).
-  std::optional<double> scale;
-  // (B, T) document ids; a query attends only to earlier keys with the same id. A default
-  // (rank-0) view means one document per batch row.
-  tensor_view<const std::int32_t, Device> segment_ids{};
-};
-
-template <class T>
-struct attention_result {
-  tensor<T, cpu> out;                 // (B, T, Hq, D)
-  tensor<accumulate_t<T>, cpu> lse;   // (B, Hq, T)
-};
-
 namespace detail {
 
 // Validates q, k, v and the options; returns the shape. `function` names the caller in errors.
-template <class E>
-cpu_impl::attention_shape check_attention_inputs(std::string_view function, const tensor_view<const E, cpu>& q,
-                                                 const tensor_view<const E, cpu>& k,
-                                                 const tensor_view<const E, cpu>* v,
-                                                 const attention_options<cpu>& options) {
+template <class E, class Device>
+cpu_impl::attention_shape check_attention_inputs(std::string_view function, const tensor_view<const E, Device>& q,
+                                                 const tensor_view<const E, Device>& k,
+                                                 const tensor_view<const E, Device>* v,
+                                                 const attention_options<Device>& options) {
   check_argument(q.rank() == 4, function, "q", "shape " + to_string(q.shape()), "a rank-4 shape (B, T, Hq, D)");
   const index_t B = q.size(0), T = q.size(1), Hq = q.size(2), D = q.size(3);
   check_argument(1 <= D && D <= max_attention_head_dim, function, "q", "head dim D = " + std::to_string(D),
@@ -90,119 +76,112 @@ void check_output(std::string_view function, std::string_view argument, const te
   check_contiguous(function, argument, view);
 }
 
-inline const std::int32_t* segment_data(const attention_options<cpu>& options) {
-  return options.segment_ids.rank() != 0 ? options.segment_ids.data() : nullptr;
-}
-
-template <class A>
-A attention_scale(const attention_options<cpu>& options, index_t head_dim) {
-  return static_cast<A>(options.scale ? *options.scale : 1.0 / std::sqrt(static_cast<double>(head_dim)));
-}
-
 }  // namespace detail
 
 // Forward pass into caller memory. out: (B, T, Hq, D), lse: (B, Hq, T).
-template <floating_element T>
-void attention_forward(const cpu&, std::type_identity_t<tensor_view<const T, cpu>> q,
-                       std::type_identity_t<tensor_view<const T, cpu>> k,
-                       std::type_identity_t<tensor_view<const T, cpu>> v, const tensor_view<T, cpu>& out,
-                       const tensor_view<accumulate_t<T>, cpu>& lse, const attention_options<cpu>& options = {}) {
-  using A = accumulate_t<T>;
+template <floating_element T, device Device>
+void attention_forward(const Device& device, std::type_identity_t<tensor_view<const T, Device>> q,
+                       std::type_identity_t<tensor_view<const T, Device>> k,
+                       std::type_identity_t<tensor_view<const T, Device>> v, const tensor_view<T, Device>& out,
+                       std::type_identity_t<tensor_view<accumulate_t<T>, Device>> lse,
+                       const attention_options<Device>& options = {}) {
+  using kernels = detail::attention_kernels<Device>;
   constexpr std::string_view function = "meap::attention_forward";
-  const auto s = detail::check_attention_inputs<T>(function, q, k, &v, options);
+  const auto s = detail::check_attention_inputs<T, Device>(function, q, k, &v, options);
   detail::check_output(function, "out", out, q.shape());
   detail::check_output(function, "lse", lse, dims{s.batch, s.q_heads, s.length});
+  kernels::template check_limits<T>(function, s);
+  check_colocated<Device>(function, {at("q", q), at("k", k), at("v", v), at("out", out), at("lse", lse),
+                                     at("segment_ids", options.segment_ids)});
   if (q.empty()) return;
-  const detail::cpu_impl::widened<A, T> q_a(q), k_a(k), v_a(v);
-  const detail::cpu_impl::narrowed<A, T> out_a(out);
-  detail::cpu_impl::attention_forward<A>(s, q_a.data(), k_a.data(), v_a.data(), detail::segment_data(options),
-                                         detail::attention_scale<A>(options, s.head_dim), out_a.data(), lse.data());
-  out_a.store();
+  kernels::template forward<T>(device, function, s, q, k, v, out, lse, options);
 }
 
 // Forward pass into new tensors. T is taken from q (const or not); k and v must match it.
-template <class T>
+template <class T, device Device>
   requires floating_element<std::remove_const_t<T>>
-attention_result<std::remove_const_t<T>> attention_forward(const cpu& device, const tensor_view<T, cpu>& q,
-                                                           std::type_identity_t<tensor_view<T, cpu>> k,
-                                                           std::type_identity_t<tensor_view<T, cpu>> v,
-                                                           const attention_options<cpu>& options = {}) {
+attention_result<std::remove_const_t<T>, Device> attention_forward(const Device& device, const tensor_view<T, Device>& q,
+                                                                   std::type_identity_t<tensor_view<T, Device>> k,
+                                                                   std::type_identity_t<tensor_view<T, Device>> v,
+                                                                   const attention_options<Device>& options = {}) {
   using U = std::remove_const_t<T>;
   check_argument(q.rank() == 4, "meap::attention_forward", "q", "shape " + to_string(q.shape()),
                  "a rank-4 shape (B, T, Hq, D)");
-  attention_result<U> result{tensor<U, cpu>(device, q.shape()),
-                             tensor<accumulate_t<U>, cpu>(device, dims{q.size(0), q.size(2), q.size(1)})};
+  detail::attention_kernels<Device>::template check_limits<U>("meap::attention_forward",
+                                                               {q.size(0), q.size(1), q.size(2), 1, q.size(3)});
+  attention_result<U, Device> result{tensor<U, Device>(device, q.shape()),
+                                     tensor<accumulate_t<U>, Device>(device, dims{q.size(0), q.size(2), q.size(1)})};
   attention_forward<U>(device, q, k, v, result.out.view(), result.lse.view(), options);
   return result;
 }
 
 // Backward pass. Given the forward's inputs, its out and lse, and d_out = dL/d(out), writes
 // d_q (B, T, Hq, D) and d_k, d_v (B, T, Hkv, D). Use the same options as the forward pass.
-template <floating_element T>
-void attention_backward(const cpu&, std::type_identity_t<tensor_view<const T, cpu>> q,
-                        std::type_identity_t<tensor_view<const T, cpu>> k,
-                        std::type_identity_t<tensor_view<const T, cpu>> v,
-                        std::type_identity_t<tensor_view<const T, cpu>> out,
-                        std::type_identity_t<tensor_view<const accumulate_t<T>, cpu>> lse,
-                        std::type_identity_t<tensor_view<const T, cpu>> d_out, const tensor_view<T, cpu>& d_q,
-                        std::type_identity_t<tensor_view<T, cpu>> d_k, std::type_identity_t<tensor_view<T, cpu>> d_v,
-                        const attention_options<cpu>& options = {}) {
-  using A = accumulate_t<T>;
+template <floating_element T, device Device>
+void attention_backward(const Device& device, std::type_identity_t<tensor_view<const T, Device>> q,
+                        std::type_identity_t<tensor_view<const T, Device>> k,
+                        std::type_identity_t<tensor_view<const T, Device>> v,
+                        std::type_identity_t<tensor_view<const T, Device>> out,
+                        std::type_identity_t<tensor_view<const accumulate_t<T>, Device>> lse,
+                        std::type_identity_t<tensor_view<const T, Device>> d_out, const tensor_view<T, Device>& d_q,
+                        std::type_identity_t<tensor_view<T, Device>> d_k, std::type_identity_t<tensor_view<T, Device>> d_v,
+                        const attention_options<Device>& options = {}) {
+  using kernels = detail::attention_kernels<Device>;
   constexpr std::string_view function = "meap::attention_backward";
-  const auto s = detail::check_attention_inputs<T>(function, q, k, &v, options);
+  const auto s = detail::check_attention_inputs<T, Device>(function, q, k, &v, options);
   detail::check_output(function, "out", out, q.shape());
   detail::check_output(function, "lse", lse, dims{s.batch, s.q_heads, s.length});
   detail::check_output(function, "d_out", d_out, q.shape());
   detail::check_output(function, "d_q", d_q, q.shape());
   detail::check_output(function, "d_k", d_k, k.shape());
   detail::check_output(function, "d_v", d_v, k.shape());
+  kernels::template check_limits<T>(function, s);
+  check_colocated<Device>(function, {at("q", q), at("k", k), at("v", v), at("out", out), at("lse", lse),
+                                     at("d_out", d_out), at("d_q", d_q), at("d_k", d_k), at("d_v", d_v),
+                                     at("segment_ids", options.segment_ids)});
   if (q.empty()) return;
-  const detail::cpu_impl::widened<A, T> q_a(q), k_a(k), v_a(v), out_a(out), d_out_a(d_out);
-  const detail::cpu_impl::narrowed<A, T> d_q_a(d_q), d_k_a(d_k), d_v_a(d_v);
-  detail::cpu_impl::attention_backward<A>(s, q_a.data(), k_a.data(), v_a.data(), out_a.data(), lse.data(),
-                                          d_out_a.data(), detail::segment_data(options),
-                                          detail::attention_scale<A>(options, s.head_dim), d_q_a.data(),
-                                          d_k_a.data(), d_v_a.data());
-  d_q_a.store();
-  d_k_a.store();
-  d_v_a.store();
+  kernels::template backward<T>(device, function, s, q, k, v, out, lse, d_out, d_q, d_k, d_v, options);
 }
 
 // Probe for analysis (not for training: it is O(T^2) in memory). Writes the attention
 // probabilities P[b, h, i, j] (B, Hq, T, T), 0 where masked. T is taken from q.
-template <class T>
+template <class T, device Device>
   requires floating_element<std::remove_const_t<T>>
-void attention_probabilities(const cpu&, const tensor_view<T, cpu>& q, std::type_identity_t<tensor_view<T, cpu>> k,
-                             const tensor_view<accumulate_t<std::remove_const_t<T>>, cpu>& probabilities,
-                             const attention_options<cpu>& options = {}) {
+void attention_probabilities(const Device& device, const tensor_view<T, Device>& q,
+                             std::type_identity_t<tensor_view<T, Device>> k,
+                             const tensor_view<accumulate_t<std::remove_const_t<T>>, Device>& probabilities,
+                             const attention_options<Device>& options = {}) {
   using U = std::remove_const_t<T>;
-  using A = accumulate_t<U>;
+  using kernels = detail::attention_kernels<Device>;
   constexpr std::string_view function = "meap::attention_probabilities";
-  const auto s = detail::check_attention_inputs<U>(function, q, k, nullptr, options);
+  const auto s = detail::check_attention_inputs<U, Device>(function, q, k, nullptr, options);
   detail::check_output(function, "probabilities", probabilities, dims{s.batch, s.q_heads, s.length, s.length});
+  kernels::template check_limits<U>(function, s);
+  check_colocated<Device>(function, {at("q", q), at("k", k), at("probabilities", probabilities),
+                                     at("segment_ids", options.segment_ids)});
   if (q.empty()) return;
-  const detail::cpu_impl::widened<A, U> q_a(q), k_a(k);
-  detail::cpu_impl::attention_probe<A>(s, q_a.data(), k_a.data(), detail::segment_data(options),
-                                       detail::attention_scale<A>(options, s.head_dim), probabilities.data(), nullptr);
+  kernels::template probe<U>(device, function, s, q.as_const(), k.as_const(), probabilities.data(), nullptr, options);
 }
 
 // Probe for analysis: the attention mass each key receives, key_mass[b, h, j] = sum_i P[b, h, i, j]
 // (B, Hq, T), computed blockwise in O(T) memory. The paper's attention-decay metric compares
 // this at masked and unmasked positions.
-template <class T>
+template <class T, device Device>
   requires floating_element<std::remove_const_t<T>>
-void attention_key_mass(const cpu&, const tensor_view<T, cpu>& q, std::type_identity_t<tensor_view<T, cpu>> k,
-                        const tensor_view<accumulate_t<std::remove_const_t<T>>, cpu>& key_mass,
-                        const attention_options<cpu>& options = {}) {
+void attention_key_mass(const Device& device, const tensor_view<T, Device>& q,
+                        std::type_identity_t<tensor_view<T, Device>> k,
+                        const tensor_view<accumulate_t<std::remove_const_t<T>>, Device>& key_mass,
+                        const attention_options<Device>& options = {}) {
   using U = std::remove_const_t<T>;
-  using A = accumulate_t<U>;
+  using kernels = detail::attention_kernels<Device>;
   constexpr std::string_view function = "meap::attention_key_mass";
-  const auto s = detail::check_attention_inputs<U>(function, q, k, nullptr, options);
+  const auto s = detail::check_attention_inputs<U, Device>(function, q, k, nullptr, options);
   detail::check_output(function, "key_mass", key_mass, dims{s.batch, s.q_heads, s.length});
+  kernels::template check_limits<U>(function, s);
+  check_colocated<Device>(function, {at("q", q), at("k", k), at("key_mass", key_mass),
+                                     at("segment_ids", options.segment_ids)});
   if (q.empty()) return;
-  const detail::cpu_impl::widened<A, U> q_a(q), k_a(k);
-  detail::cpu_impl::attention_probe<A>(s, q_a.data(), k_a.data(), detail::segment_data(options),
-                                       detail::attention_scale<A>(options, s.head_dim), nullptr, key_mass.data());
+  kernels::template probe<U>(device, function, s, q.as_const(), k.as_const(), nullptr, key_mass.data(), options);
 }
 
 }  // namespace meap

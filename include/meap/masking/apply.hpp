@@ -12,8 +12,9 @@
 //     and rejects the batch if mask_id occurs in tokens (when options.mask_id_must_be_unused), if
 //     a row has no eligible position, or, under sharing::per_batch, if no position is eligible in
 //     every row. These checks come in this order and nothing is drawn before they pass.
-//  3. Calls policy.mask_row once per row with philox_stream(seed, step, row), or once for the
-//     batch with philox_stream(seed, step, batch_substream) on the positions eligible in every row.
+//  3. Calls policy.mask_row once per row with philox_stream(seed, step, micro_batch * B + row), or
+//     once for the batch with philox_stream(seed, step, batch_substream - micro_batch) on the
+//     positions eligible in every row.
 //  4. Writes input_ids, labels and mask, keeping only eligible masked positions.
 // On the CPU, rows run in parallel under OpenMP (when meap::meap is built with it); every row is
 // keyed by its own index, so the thread count never changes a result. Outputs may not share
@@ -237,7 +238,7 @@ struct backend<cpu> {
       if (count == 0) detail::throw_no_common_position(rows);
       std::vector<std::int32_t> positions(row_size);
       std::vector<std::uint8_t> mask(row_size);
-      draw(common.data(), batch_substream, positions.data(), mask.data());
+      draw(common.data(), shared_substream(options.micro_batch), positions.data(), mask.data());
       MEAP_OMP(omp parallel for schedule(static))
       for (index_t b = 0; b < rows; ++b) write(b, mask.data());
       return;
@@ -250,7 +251,8 @@ struct backend<cpu> {
       std::vector<std::uint8_t> mask(row_size);
       MEAP_OMP(omp for schedule(static))
       for (index_t b = 0; b < rows; ++b) {
-        draw(eligible.data() + static_cast<std::size_t>(b) * row_size, static_cast<std::uint32_t>(b), positions.data(),
+        draw(eligible.data() + static_cast<std::size_t>(b) * row_size, row_substream(options.micro_batch, rows, b),
+             positions.data(),
              mask.data());
         write(b, mask.data());
       }

@@ -38,20 +38,33 @@ namespace meap::masking {
 // The label of a position that carries no loss (core/labels.hpp).
 using meap::ignore_index;
 
-// Whether each row draws its own positions (per_row, substream = row index) or the whole batch
-// shares one position set drawn among the positions eligible in every row (per_batch, as the
-// official MEAP code does; substream = batch_substream).
+// Whether each row draws its own positions (per_row) or the whole batch shares one position set
+// drawn among the positions eligible in every row (per_batch, as the official MEAP code does).
 enum class sharing : std::uint8_t { per_row, per_batch };
 
-// The Philox substream of the one draw a per_batch policy makes per step. Row indices are the
-// substreams of per_row draws; a batch would need 2^32 rows to reach this one.
+// The Philox substream of the one draw a per_batch policy makes for micro-batch 0 of a step;
+// micro-batch m uses batch_substream - m. Row draws (per_row) use the row's index in the global
+// batch, micro_batch * B + b, so a step split into micro-batches draws exactly the masks of the
+// same step taken whole; those substreams stay below 2^32 - 2^16, the per_batch ones above.
 inline constexpr std::uint32_t batch_substream = 0xffffffffu;
+inline constexpr std::uint32_t max_micro_batches = 1u << 16;
+
+MEAP_HOST_DEVICE constexpr std::uint32_t row_substream(std::uint32_t micro_batch, std::int64_t rows, std::int64_t row) {
+  return static_cast<std::uint32_t>(static_cast<std::int64_t>(micro_batch) * rows + row);
+}
+MEAP_HOST_DEVICE constexpr std::uint32_t shared_substream(std::uint32_t micro_batch) {
+  return batch_substream - micro_batch;
+}
 
 // Everything about a pretraining batch that is not the policy: the RNG key and the exclusions.
 struct pretraining_options {
-  // Philox key: the same (seed, step, row) gives the same mask on every device and after a resume.
+  // Philox key: the same (seed, step, micro-batch, row) gives the same mask on every device and
+  // after a resume.
   std::uint64_t seed = 0;
   std::uint64_t step = 0;
+  // Which micro-batch of the step these rows are (gradient accumulation): row b is row
+  // micro_batch * B + b of the step's global batch. Below max_micro_batches.
+  std::uint32_t micro_batch = 0;
   // The [MASK] token written into input_ids. Required (>= 0); it may be neither pad_id nor a
   // special id.
   std::int32_t mask_id = -1;
@@ -169,8 +182,12 @@ void check_pretraining_arguments(const Policy& policy, const tensor_view<const s
   policy.validate();
   check_argument(tokens.rank() == 2, apply_function, "tokens", "shape " + to_string(tokens.shape()),
                  "a (B, T + 1) matrix of token ids");
-  check_argument(tokens.size(0) < static_cast<index_t>(batch_substream), apply_function, "tokens",
-                 "shape " + to_string(tokens.shape()), "fewer than 2^32 - 1 rows (row indices are Philox substreams)");
+  check_argument(options.micro_batch < max_micro_batches, apply_function, "options.micro_batch", options.micro_batch,
+                 "a micro-batch index below 2^16");
+  constexpr index_t row_substreams = (index_t{1} << 32) - max_micro_batches;
+  check_argument((static_cast<index_t>(options.micro_batch) + 1) * tokens.size(0) <= row_substreams, apply_function,
+                 "tokens", "shape " + to_string(tokens.shape()) + " in micro-batch " + std::to_string(options.micro_batch),
+                 "(micro_batch + 1) * B <= 2^32 - 2^16 (global row indices are Philox substreams)");
   check_argument(tokens.size(1) >= 2 && tokens.size(1) <= std::numeric_limits<std::int32_t>::max(), apply_function,
                  "tokens", "shape " + to_string(tokens.shape()),
                  "T + 1 >= 2 columns (T inputs and their next-token targets), at most 2^31 - 1");

@@ -46,6 +46,17 @@ struct llama_config {
                    "a finite positive RMSNorm epsilon");
   }
 
+  // FLOPs one training step spends per token at sequence length `length`, the usual estimate
+  // (PaLM, appendix B; Chinchilla): 6 per weight of every matrix multiply (forward 2, backward 4;
+  // the embedding lookup is no multiply, the LM head is) plus causal attention, 6 L d T (half of
+  // the 12 L d T of a full T x T attention). What MFU divides by the hardware's peak.
+  double training_flops_per_token(index_t length) const {
+    const double d = static_cast<double>(d_model), kv = static_cast<double>(kv_heads * head_dim());
+    const double per_layer = 2 * d * d + 2 * d * kv + 3 * d * static_cast<double>(ffn);
+    const double matmul = static_cast<double>(layers) * per_layer + static_cast<double>(vocab) * d;
+    return 6.0 * matmul + 6.0 * static_cast<double>(layers) * d * static_cast<double>(length);
+  }
+
   // Trainable parameters (the head counted once when tied).
   index_t parameter_count() const {
     const index_t kv = kv_heads * head_dim();

@@ -1,231 +1,238 @@
 // meap/nn/modules.hpp: the modules a LLaMA block is built from (embedding, linear, RMSNorm,
-// causal self-attention with RoPE and GQA, SwiGLU MLP) on the CPU, float or double.
+// causal self-attention with RoPE and GQA, SwiGLU MLP), written once for every device and
+// precision: template <class P, device Device>, P a meap::precision (core/precision.hpp).
 //
-// Every module owns its parameters (value and gradient) and has
-//   forward(inputs..., context&) -> output    saves in the context what backward needs
-//   backward(context, d_output)  -> d_input   accumulates into the parameter gradients
-//   collect(list, prefix)                      appends its named parameters (Hugging Face names)
-// A context holds views of forward's inputs: keep the inputs alive until backward. Activations a
-// module creates itself are owned by its context. Shapes: N = B * T tokens, flattened row-major.
+// A module declares its parameters in a parameter_store (nn/parameter_store.hpp) under Hugging
+// Face names when it is built, and reads them from there once the store is allocated:
+//   forward(device, inputs..., context&) -> output   saves in the context what backward needs
+//   backward(device, context, d_output)  -> d_input  accumulates into the parameter gradients
+// Forward reads the compute weights (P::compute_t) and computes activations in that type;
+// backward writes activation gradients in compute_t and parameter gradients in P::grad_t. A
+// context holds views of forward's inputs (keep the inputs alive until backward) and owns what it
+// computes. Shapes: N = B * T tokens, flattened row-major. `device` is the tag the work runs on
+// (meap::cpu{} or meap::cuda{stream}); every view must live on it.
 #pragma once
 
+#include <meap/core/deferred_checks.hpp>
+#include <meap/core/device.hpp>
+#include <meap/core/precision.hpp>
 #include <meap/core/tensor.hpp>
 #include <meap/kernels/attention.hpp>
+#include <meap/kernels/elementwise.hpp>
 #include <meap/kernels/embedding.hpp>
 #include <meap/kernels/linear.hpp>
 #include <meap/kernels/rmsnorm.hpp>
 #include <meap/kernels/rope.hpp>
 #include <meap/kernels/swiglu.hpp>
-#include <meap/optim/parameter.hpp>
+#include <meap/nn/parameter_store.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 namespace meap::nn {
 
-// A trainable tensor and its gradient, same shape, zero-initialized.
-template <host_compute_type T>
-struct parameter {
-  tensor<T, cpu> value;
-  tensor<T, cpu> grad;
-
-  parameter() = default;
-  explicit parameter(const dims& shape) : value(zeros<T>(cpu{}, shape)), grad(zeros<T>(cpu{}, shape)) {}
-
-  void append_to(std::vector<named_parameter<T, cpu>>& list, std::string name, bool decay) {
-    list.push_back({std::move(name), value.view(), grad.view(), decay});
-  }
-};
-
 // Per-sequence inputs shared by every attention layer of a forward pass.
+template <class Device>
 struct sequence_info {
   index_t batch = 0;
   index_t length = 0;
-  tensor_view<const std::int32_t, cpu> positions{};    // (B, T) RoPE positions; default: t
-  tensor_view<const std::int32_t, cpu> segment_ids{};  // (B, T) packed documents; default: one per row
+  tensor_view<const std::int32_t, Device> positions{};    // (B, T) RoPE positions; default: t
+  tensor_view<const std::int32_t, Device> segment_ids{};  // (B, T) packed documents; default: one per row
+  deferred_checks<Device> checks{};                       // where meap::cuda records bad ids (optional)
 };
 
-namespace detail {
-// target += addend, element-wise; same shapes, contiguous (the residual and gradient sums).
-template <class T>
-void add_into(tensor<T, cpu>& target, std::type_identity_t<tensor_view<const T, cpu>> addend) {
-  T* a = target.data();
-  const T* b = addend.data();
-  for (index_t i = 0, n = target.numel(); i < n; ++i) a[i] += b[i];
-}
-}  // namespace detail
-
-// Token embedding: (N) int32 -> (N, d).
-template <host_compute_type T>
+// Token embedding: (N) int32 -> (N, d). Weight (V, d), decayed.
+template <class P, device Device>
 class embedding {
  public:
+  using T = typename P::compute_t;
+  using G = typename P::grad_t;
   struct context {
-    tensor_view<const std::int32_t, cpu> tokens;
+    tensor_view<const std::int32_t, Device> tokens;
+    deferred_checks<Device> checks;
   };
 
-  embedding(index_t vocab, index_t width) : weight(dims{vocab, width}) {}
+  embedding(parameter_store<P, Device>& store, const std::string& name, index_t vocab, index_t width)
+      : store_(&store), weight_(store.declare(name + ".weight", dims{vocab, width}, true)) {}
 
-  tensor<T, cpu> forward(const tensor_view<const std::int32_t, cpu>& tokens, context& ctx) const {
-    tensor<T, cpu> y(cpu{}, dims{tokens.numel(), weight.value.size(1)});
-    embedding_forward<T>(cpu{}, tokens, weight.value.view(), y.view());
+  tensor<T, Device> forward(const Device& device, const tensor_view<const std::int32_t, Device>& tokens, context& ctx,
+                            const deferred_checks<Device>& checks = {}) const {
+    const auto table = store_->compute(weight_);
+    tensor<T, Device> y(device, dims{tokens.numel(), table.size(1)});
+    embedding_forward<T>(device, tokens, table, y.view(), checks);
     ctx.tokens = tokens;
+    ctx.checks = checks;
     return y;
   }
-  void backward(const context& ctx, const tensor_view<const T, cpu>& dy) {
-    embedding_backward<T>(cpu{}, ctx.tokens, dy, weight.grad.view());
-  }
-  void collect(std::vector<named_parameter<T, cpu>>& list, const std::string& prefix) {
-    weight.append_to(list, prefix + ".weight", true);
+  void backward(const Device& device, const context& ctx, const tensor_view<const T, Device>& dy) {
+    embedding_backward<T, G>(device, ctx.tokens, dy, store_->grad(weight_), ctx.checks);
   }
 
-  parameter<T> weight;  // (V, d)
+  index_t weight_id() const noexcept { return weight_; }
+  parameter_views<P, Device> weight() const { return store_->views(weight_); }
+
+ private:
+  parameter_store<P, Device>* store_;
+  index_t weight_;
 };
 
-// Bias-free linear layer: (N, in) -> (N, out), weight (out, in).
-template <host_compute_type T>
+// Bias-free linear layer: (N, in) -> (N, out), weight (out, in), decayed.
+template <class P, device Device>
 class linear {
  public:
+  using T = typename P::compute_t;
+  using G = typename P::grad_t;
   struct context {
-    tensor_view<const T, cpu> x;
+    tensor_view<const T, Device> x;
   };
 
-  linear(index_t in, index_t out) : weight(dims{out, in}) {}
+  linear(parameter_store<P, Device>& store, const std::string& name, index_t in, index_t out)
+      : store_(&store), weight_(store.declare(name + ".weight", dims{out, in}, true)) {}
 
-  tensor<T, cpu> forward(const tensor_view<const T, cpu>& x, context& ctx) const {
-    tensor<T, cpu> y(cpu{}, dims{x.size(0), weight.value.size(0)});
-    linear_forward<T>(cpu{}, x, weight.value.view(), y.view());
+  tensor<T, Device> forward(const Device& device, const tensor_view<const T, Device>& x, context& ctx) const {
+    const auto w = store_->compute(weight_);
+    tensor<T, Device> y(device, dims{x.size(0), w.size(0)});
+    linear_forward<T>(device, x, w, y.view());
     ctx.x = x;
     return y;
   }
   // Returns dx (N, in); an empty tensor when input_gradient is false.
-  tensor<T, cpu> backward(const context& ctx, const tensor_view<const T, cpu>& dy, bool input_gradient = true) {
-    tensor<T, cpu> dx;
-    if (input_gradient) dx = tensor<T, cpu>(cpu{}, ctx.x.shape());
-    backward_into(ctx, dy, input_gradient ? dx.view() : tensor_view<T, cpu>{}, gradient_write::overwrite);
+  tensor<T, Device> backward(const Device& device, const context& ctx, const tensor_view<const T, Device>& dy,
+                             bool input_gradient = true) {
+    tensor<T, Device> dx;
+    if (input_gradient) dx = tensor<T, Device>(device, ctx.x.shape());
+    backward_into(device, ctx, dy, input_gradient ? dx.view() : tensor_view<T, Device>{}, gradient_write::overwrite);
     return dx;
   }
   // Writes dx (N, in) into a caller's buffer, or adds to it: layers sharing an input sum there.
-  void backward_into(const context& ctx, const tensor_view<const T, cpu>& dy, const tensor_view<T, cpu>& dx,
-                     gradient_write mode) {
-    linear_backward<T>(cpu{}, ctx.x, weight.value.view(), dy, dx, weight.grad.view(), mode);
-  }
-  void collect(std::vector<named_parameter<T, cpu>>& list, const std::string& prefix) {
-    weight.append_to(list, prefix + ".weight", true);
+  void backward_into(const Device& device, const context& ctx, const tensor_view<const T, Device>& dy,
+                     const tensor_view<T, Device>& dx, gradient_write mode) {
+    linear_backward<T, G>(device, ctx.x, store_->compute(weight_), dy, dx, store_->grad(weight_), mode);
   }
 
-  parameter<T> weight;  // (out, in)
+  index_t weight_id() const noexcept { return weight_; }
+  parameter_views<P, Device> weight() const { return store_->views(weight_); }
+
+ private:
+  parameter_store<P, Device>* store_;
+  index_t weight_;
 };
 
-// RMSNorm with a learned gain: (N, d) -> (N, d). The gain starts at 1.
-template <host_compute_type T>
+// RMSNorm with a learned gain: (N, d) -> (N, d). The gain starts at 1 and is not decayed.
+template <class P, device Device>
 class rmsnorm {
  public:
+  using T = typename P::compute_t;
+  using G = typename P::grad_t;
+  using A = accumulate_t<T>;
   struct context {
-    tensor_view<const T, cpu> x;
-    tensor<T, cpu> inv_rms;  // (N)
+    tensor_view<const T, Device> x;
+    tensor<A, Device> inv_rms;  // (N)
   };
 
-  rmsnorm(index_t width, double eps) : weight(dims{width}), eps_(eps) { fill(cpu{}, weight.value.view(), T(1)); }
+  rmsnorm(parameter_store<P, Device>& store, const std::string& name, index_t width, double eps)
+      : store_(&store), weight_(store.declare(name + ".weight", dims{width}, false, initial_value::ones)), eps_(eps) {
+    check_argument(std::isfinite(eps) && eps > 0, "meap::nn::rmsnorm", "eps", eps, "a finite positive epsilon");
+  }
 
-  tensor<T, cpu> forward(const tensor_view<const T, cpu>& x, context& ctx) const {
-    tensor<T, cpu> y(cpu{}, x.shape());
-    ctx.inv_rms = tensor<T, cpu>(cpu{}, dims{x.size(0)});
-    rmsnorm_forward<T>(cpu{}, x, weight.value.view(), y.view(), ctx.inv_rms.view(), eps_);
+  tensor<T, Device> forward(const Device& device, const tensor_view<const T, Device>& x, context& ctx) const {
+    tensor<T, Device> y(device, x.shape());
+    ctx.inv_rms = tensor<A, Device>(device, dims{x.size(0)});
+    rmsnorm_forward<T>(device, x, store_->compute(weight_), y.view(), ctx.inv_rms.view(), eps_);
     ctx.x = x;
     return y;
   }
-  tensor<T, cpu> backward(const context& ctx, const tensor_view<const T, cpu>& dy) {
-    tensor<T, cpu> dx(cpu{}, ctx.x.shape());
-    rmsnorm_backward<T>(cpu{}, ctx.x, weight.value.view(), ctx.inv_rms.view(), dy, dx.view(), weight.grad.view());
+  tensor<T, Device> backward(const Device& device, const context& ctx, const tensor_view<const T, Device>& dy) {
+    tensor<T, Device> dx(device, ctx.x.shape());
+    rmsnorm_backward<T, G>(device, ctx.x, store_->compute(weight_), ctx.inv_rms.view(), dy, dx.view(),
+                           store_->grad(weight_));
     return dx;
   }
-  void collect(std::vector<named_parameter<T, cpu>>& list, const std::string& prefix) {
-    weight.append_to(list, prefix + ".weight", false);
-  }
 
-  parameter<T> weight;  // (d)
+  index_t weight_id() const noexcept { return weight_; }
+  parameter_views<P, Device> weight() const { return store_->views(weight_); }
 
  private:
+  parameter_store<P, Device>* store_;
+  index_t weight_;
   double eps_;
 };
 
 // Causal self-attention: q/k/v projections, RoPE on q and k, flash-style attention with GQA and
 // segment ids, output projection. (N, d) -> (N, d).
-template <host_compute_type T>
+template <class P, device Device>
 class causal_self_attention {
  public:
+  using T = typename P::compute_t;
+  using A = accumulate_t<T>;
   struct context {
-    typename linear<T>::context q_ctx, k_ctx, v_ctx, o_ctx;
-    tensor<T, cpu> q, k, v;  // after RoPE: (B, T, Hq, D), (B, T, Hkv, D)
-    tensor<T, cpu> out;      // (B, T, Hq, D), the input of o_proj
-    tensor<T, cpu> lse;      // (B, Hq, T)
-    sequence_info sequence;
+    typename linear<P, Device>::context q_ctx, k_ctx, v_ctx, o_ctx;
+    tensor<T, Device> q, k, v;  // after RoPE: (B, T, Hq, D), (B, T, Hkv, D)
+    tensor<T, Device> out;      // (B, T, Hq, D), the input of o_proj
+    tensor<A, Device> lse;      // (B, Hq, T)
+    sequence_info<Device> sequence;
   };
 
-  causal_self_attention(index_t width, index_t heads, index_t kv_heads, double rope_theta)
-      : q_proj(width, heads * (width / heads)),
-        k_proj(width, kv_heads * (width / heads)),
-        v_proj(width, kv_heads * (width / heads)),
-        o_proj(heads * (width / heads), width),
+  causal_self_attention(parameter_store<P, Device>& store, const std::string& name, index_t width, index_t heads,
+                        index_t kv_heads, double rope_theta)
+      : q_proj(store, name + ".q_proj", width, heads * (width / heads)),
+        k_proj(store, name + ".k_proj", width, kv_heads * (width / heads)),
+        v_proj(store, name + ".v_proj", width, kv_heads * (width / heads)),
+        o_proj(store, name + ".o_proj", heads * (width / heads), width),
         heads_(heads),
         kv_heads_(kv_heads),
         head_dim_(width / heads),
         rope_theta_(rope_theta) {}
 
-  tensor<T, cpu> forward(const tensor_view<const T, cpu>& x, const sequence_info& sequence, context& ctx) const {
+  tensor<T, Device> forward(const Device& device, const tensor_view<const T, Device>& x,
+                            const sequence_info<Device>& sequence, context& ctx) const {
     const index_t B = sequence.batch, L = sequence.length;
     check_argument(x.rank() == 2 && x.size(0) == B * L, "meap::nn::causal_self_attention::forward", "x",
                    "shape " + to_string(x.shape()),
                    "(B * T, d) rows for B = " + std::to_string(B) + ", T = " + std::to_string(L));
     ctx.sequence = sequence;
-    const rope_options rope{rope_theta_, sequence.positions};
-    ctx.q = q_proj.forward(x, ctx.q_ctx);
-    ctx.k = k_proj.forward(x, ctx.k_ctx);
-    ctx.v = v_proj.forward(x, ctx.v_ctx);
+    const rope_options<Device> rope{rope_theta_, sequence.positions, sequence.checks};
+    ctx.q = q_proj.forward(device, x, ctx.q_ctx);
+    ctx.k = k_proj.forward(device, x, ctx.k_ctx);
+    ctx.v = v_proj.forward(device, x, ctx.v_ctx);
     const auto q4 = ctx.q.view().reshape({B, L, heads_, head_dim_});
     const auto k4 = ctx.k.view().reshape({B, L, kv_heads_, head_dim_});
-    rope_forward<T>(cpu{}, q4, q4, rope);
-    rope_forward<T>(cpu{}, k4, k4, rope);
-    ctx.out = tensor<T, cpu>(cpu{}, dims{B, L, heads_, head_dim_});
-    ctx.lse = tensor<T, cpu>(cpu{}, dims{B, heads_, L});
-    attention_forward<T>(cpu{}, q4, k4, ctx.v.view().reshape({B, L, kv_heads_, head_dim_}), ctx.out.view(),
-                         ctx.lse.view(), attention_options<cpu>{{}, sequence.segment_ids});
-    return o_proj.forward(ctx.out.view().reshape({B * L, heads_ * head_dim_}), ctx.o_ctx);
+    rope_forward<T>(device, q4, q4, rope);
+    rope_forward<T>(device, k4, k4, rope);
+    ctx.out = tensor<T, Device>(device, dims{B, L, heads_, head_dim_});
+    ctx.lse = tensor<A, Device>(device, dims{B, heads_, L});
+    attention_forward<T>(device, q4, k4, ctx.v.view().reshape({B, L, kv_heads_, head_dim_}), ctx.out.view(),
+                         ctx.lse.view(), attention_options<Device>{{}, sequence.segment_ids});
+    return o_proj.forward(device, ctx.out.view().reshape({B * L, heads_ * head_dim_}), ctx.o_ctx);
   }
 
-  tensor<T, cpu> backward(const context& ctx, const tensor_view<const T, cpu>& dy) {
+  tensor<T, Device> backward(const Device& device, const context& ctx, const tensor_view<const T, Device>& dy) {
     const index_t B = ctx.sequence.batch, L = ctx.sequence.length;
-    const auto d_out = o_proj.backward(ctx.o_ctx, dy);
-    tensor<T, cpu> dq(cpu{}, dims{B, L, heads_, head_dim_});
-    tensor<T, cpu> dk(cpu{}, dims{B, L, kv_heads_, head_dim_});
-    tensor<T, cpu> dv(cpu{}, dims{B, L, kv_heads_, head_dim_});
-    attention_backward<T>(cpu{}, ctx.q.view().reshape({B, L, heads_, head_dim_}),
+    const auto d_out = o_proj.backward(device, ctx.o_ctx, dy);
+    tensor<T, Device> dq(device, dims{B, L, heads_, head_dim_});
+    tensor<T, Device> dk(device, dims{B, L, kv_heads_, head_dim_});
+    tensor<T, Device> dv(device, dims{B, L, kv_heads_, head_dim_});
+    attention_backward<T>(device, ctx.q.view().reshape({B, L, heads_, head_dim_}),
                           ctx.k.view().reshape({B, L, kv_heads_, head_dim_}),
                           ctx.v.view().reshape({B, L, kv_heads_, head_dim_}), ctx.out.view(), ctx.lse.view(),
                           d_out.view().reshape({B, L, heads_, head_dim_}), dq.view(), dk.view(), dv.view(),
-                          attention_options<cpu>{{}, ctx.sequence.segment_ids});
-    const rope_options rope{rope_theta_, ctx.sequence.positions};
-    rope_backward<T>(cpu{}, dq.view(), dq.view(), rope);
-    rope_backward<T>(cpu{}, dk.view(), dk.view(), rope);
-    tensor<T, cpu> dx(cpu{}, ctx.q_ctx.x.shape());
-    q_proj.backward_into(ctx.q_ctx, dq.view().reshape({B * L, heads_ * head_dim_}), dx.view(),
+                          attention_options<Device>{{}, ctx.sequence.segment_ids});
+    // The positions were checked by the forward pass.
+    const rope_options<Device> rope{rope_theta_, ctx.sequence.positions, ctx.sequence.checks};
+    rope_backward<T>(device, dq.view(), dq.view(), rope);
+    rope_backward<T>(device, dk.view(), dk.view(), rope);
+    tensor<T, Device> dx(device, ctx.q_ctx.x.shape());
+    q_proj.backward_into(device, ctx.q_ctx, dq.view().reshape({B * L, heads_ * head_dim_}), dx.view(),
                          gradient_write::overwrite);
-    k_proj.backward_into(ctx.k_ctx, dk.view().reshape({B * L, kv_heads_ * head_dim_}), dx.view(),
+    k_proj.backward_into(device, ctx.k_ctx, dk.view().reshape({B * L, kv_heads_ * head_dim_}), dx.view(),
                          gradient_write::accumulate);
-    v_proj.backward_into(ctx.v_ctx, dv.view().reshape({B * L, kv_heads_ * head_dim_}), dx.view(),
+    v_proj.backward_into(device, ctx.v_ctx, dv.view().reshape({B * L, kv_heads_ * head_dim_}), dx.view(),
                          gradient_write::accumulate);
     return dx;
   }
 
-  void collect(std::vector<named_parameter<T, cpu>>& list, const std::string& prefix) {
-    q_proj.collect(list, prefix + ".q_proj");
-    k_proj.collect(list, prefix + ".k_proj");
-    v_proj.collect(list, prefix + ".v_proj");
-    o_proj.collect(list, prefix + ".o_proj");
-  }
-
-  linear<T> q_proj, k_proj, v_proj, o_proj;
+  linear<P, Device> q_proj, k_proj, v_proj, o_proj;
 
  private:
   index_t heads_, kv_heads_, head_dim_;
@@ -233,41 +240,39 @@ class causal_self_attention {
 };
 
 // SwiGLU MLP: down(silu(gate(x)) * up(x)). (N, d) -> (N, d).
-template <host_compute_type T>
+template <class P, device Device>
 class swiglu_mlp {
  public:
+  using T = typename P::compute_t;
   struct context {
-    typename linear<T>::context gate_ctx, up_ctx, down_ctx;
-    tensor<T, cpu> gate, up, hidden;  // (N, F)
+    typename linear<P, Device>::context gate_ctx, up_ctx, down_ctx;
+    tensor<T, Device> gate, up, hidden;  // (N, F)
   };
 
-  swiglu_mlp(index_t width, index_t ffn) : gate_proj(width, ffn), up_proj(width, ffn), down_proj(ffn, width) {}
+  swiglu_mlp(parameter_store<P, Device>& store, const std::string& name, index_t width, index_t ffn)
+      : gate_proj(store, name + ".gate_proj", width, ffn),
+        up_proj(store, name + ".up_proj", width, ffn),
+        down_proj(store, name + ".down_proj", ffn, width) {}
 
-  tensor<T, cpu> forward(const tensor_view<const T, cpu>& x, context& ctx) const {
-    ctx.gate = gate_proj.forward(x, ctx.gate_ctx);
-    ctx.up = up_proj.forward(x, ctx.up_ctx);
-    ctx.hidden = tensor<T, cpu>(cpu{}, ctx.gate.shape());
-    swiglu_forward<T>(cpu{}, ctx.gate.view(), ctx.up.view(), ctx.hidden.view());
-    return down_proj.forward(ctx.hidden.view(), ctx.down_ctx);
+  tensor<T, Device> forward(const Device& device, const tensor_view<const T, Device>& x, context& ctx) const {
+    ctx.gate = gate_proj.forward(device, x, ctx.gate_ctx);
+    ctx.up = up_proj.forward(device, x, ctx.up_ctx);
+    ctx.hidden = tensor<T, Device>(device, ctx.gate.shape());
+    swiglu_forward<T>(device, ctx.gate.view(), ctx.up.view(), ctx.hidden.view());
+    return down_proj.forward(device, ctx.hidden.view(), ctx.down_ctx);
   }
 
-  tensor<T, cpu> backward(const context& ctx, const tensor_view<const T, cpu>& dy) {
-    const auto d_hidden = down_proj.backward(ctx.down_ctx, dy);
-    tensor<T, cpu> d_gate(cpu{}, ctx.gate.shape()), d_up(cpu{}, ctx.up.shape());
-    swiglu_backward<T>(cpu{}, ctx.gate.view(), ctx.up.view(), d_hidden.view(), d_gate.view(), d_up.view());
-    tensor<T, cpu> dx(cpu{}, ctx.gate_ctx.x.shape());
-    gate_proj.backward_into(ctx.gate_ctx, d_gate.view(), dx.view(), gradient_write::overwrite);
-    up_proj.backward_into(ctx.up_ctx, d_up.view(), dx.view(), gradient_write::accumulate);
+  tensor<T, Device> backward(const Device& device, const context& ctx, const tensor_view<const T, Device>& dy) {
+    const auto d_hidden = down_proj.backward(device, ctx.down_ctx, dy);
+    tensor<T, Device> d_gate(device, ctx.gate.shape()), d_up(device, ctx.up.shape());
+    swiglu_backward<T>(device, ctx.gate.view(), ctx.up.view(), d_hidden.view(), d_gate.view(), d_up.view());
+    tensor<T, Device> dx(device, ctx.gate_ctx.x.shape());
+    gate_proj.backward_into(device, ctx.gate_ctx, d_gate.view(), dx.view(), gradient_write::overwrite);
+    up_proj.backward_into(device, ctx.up_ctx, d_up.view(), dx.view(), gradient_write::accumulate);
     return dx;
   }
 
-  void collect(std::vector<named_parameter<T, cpu>>& list, const std::string& prefix) {
-    gate_proj.collect(list, prefix + ".gate_proj");
-    up_proj.collect(list, prefix + ".up_proj");
-    down_proj.collect(list, prefix + ".down_proj");
-  }
-
-  linear<T> gate_proj, up_proj, down_proj;
+  linear<P, Device> gate_proj, up_proj, down_proj;
 };
 
 }  // namespace meap::nn

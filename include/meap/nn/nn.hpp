@@ -1,6 +1,8 @@
-// meap/nn/nn.hpp: the model blocks (CPU): modules, the LLaMA block and model.
+// meap/nn/nn.hpp: the model blocks, for every device and precision: the parameter store, the
+// modules, the LLaMA block and model.
 #pragma once
 
 #include <meap/nn/config.hpp>
 #include <meap/nn/llama.hpp>
 #include <meap/nn/modules.hpp>
+#include <meap/nn/parameter_store.hpp>

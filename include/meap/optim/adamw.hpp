@@ -1,32 +1,43 @@
 // meap/optim/adamw.hpp: AdamW (Loshchilov & Hutter, decoupled weight decay) with the semantics of
-// PyTorch's torch.optim.AdamW, on host parameters.
+// PyTorch's torch.optim.AdamW, over a model's parameter_store, on every device.
 //
-// For each parameter p with gradient g, at its own step count t (1 on its first update):
-//   p  <- p * (1 - lr * weight_decay)                       (only when the parameter has decay)
+// For each parameter p with gradient g, at step t (1 on the first update):
+//   p  <- p * (1 - lr * weight_decay)                       (only where the parameter has decay)
 //   m  <- lerp(m, g, 1 - beta1)       = beta1 m + (1 - beta1) g
 //   v  <- v * beta2 + (1 - beta2) g g
 //   p  <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // which is p -= lr * mhat / (sqrt(vhat) + eps) with mhat = m / (1 - beta1^t), vhat = v / (1 - beta2^t).
-// The per-element operations run in T, in the order of PyTorch's single-tensor implementation;
-// the scalars (bias corrections, step size, decay factor) are computed in double and rounded to T
-// once, as PyTorch does with Python floats. See docs/optim.md.
+// The per-element operations run in the master type, in the order of PyTorch's single-tensor
+// implementation (CUDA with round-to-nearest intrinsics, so that no multiply-add is fused: the
+// same bits as the CPU); the scalars are computed in double and rounded once, as PyTorch does with
+// Python floats. See docs/optim.md.
 //
-//   meap::adamw<float> opt({.lr = 3e-4, .weight_decay = 0.1});
-//   opt.step(meap::cpu{}, params, schedule(step));
+// The update runs over the store's flat buffers (nn/parameter_store.hpp) in one pass (one kernel
+// launch on CUDA), with a segment table for weight decay, and writes the compute copy of a
+// mixed-precision model (bfloat16 / half weights) in the same pass. m and v are flat buffers of
+// the master type beside the master weights; all parameters share one step count.
+//
+//   meap::adamw<meap::bf16_mixed, meap::cuda> optimizer({.lr = 3e-4, .weight_decay = 0.1});
+//   optimizer.step(device, model.store(), schedule(step));            // applied now
+//   optimizer.step(device, model.store(), lr, status);               // applied on the device if status says so
+//   ... read status ...; optimizer.finish_step(applied);
 #pragma once
 
 #include <meap/core/device.hpp>
 #include <meap/core/error.hpp>
+#include <meap/core/precision.hpp>
 #include <meap/core/tensor.hpp>
 #include <meap/core/tensor_view.hpp>
+#include <meap/kernels/backend.hpp>
+#include <meap/nn/parameter_store.hpp>
+#include <meap/optim/cpu/adamw.hpp>
 #include <meap/optim/parameter.hpp>
+#include <meap/optim/status.hpp>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
-#include <map>
-#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -57,71 +68,18 @@ struct adamw_config {
   }
 };
 
-// The state AdamW keeps for one parameter. Created (zeros, step 0) on the parameter's first step.
-template <class T>
-struct adamw_state {
-  tensor<T, cpu> exp_avg;     // m, the parameter's shape
-  tensor<T, cpu> exp_avg_sq;  // v, the parameter's shape
-  std::int64_t step = 0;      // updates applied so far
-};
-
-namespace detail {
-
-// PyTorch's lerp (aten/src/ATen/native/Lerp.h): the branch keeps the result exact at both ends.
-template <class T>
-inline T pytorch_lerp(T self, T end, T weight) {
-  return std::abs(weight) < T(0.5) ? self + weight * (end - self) : end - (end - self) * (T(1) - weight);
-}
-
-// The step's scalars, rounded to T once.
-template <class T>
-struct adamw_scalars {
-  T decay_factor;    // 1 - lr * weight_decay
-  T beta1_weight;    // 1 - beta1, the lerp weight
-  T beta2;
-  T one_minus_beta2;
-  T bias_correction2_sqrt;
-  T eps;
-  T neg_step_size;   // -lr / (1 - beta1^t)
-};
-
-template <class T>
-void adamw_update(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v, index_t n,
-                  const adamw_scalars<T>& s, bool decay) {
-  // The OpenMP threshold keeps small tensors (norm gains) off the thread pool.
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (n >= 32768)
-#endif
-  for (index_t i = 0; i < n; ++i) {
-    T param = p[i];
-    if (decay) param = param * s.decay_factor;
-    const T grad = g[i];
-    const T exp_avg = pytorch_lerp(m[i], grad, s.beta1_weight);
-    T exp_avg_sq = v[i] * s.beta2;
-    exp_avg_sq = exp_avg_sq + s.one_minus_beta2 * grad * grad;
-    const T denom = std::sqrt(exp_avg_sq) / s.bias_correction2_sqrt + s.eps;
-    p[i] = param + s.neg_step_size * exp_avg / denom;
-    m[i] = exp_avg;
-    v[i] = exp_avg_sq;
-  }
-}
-
-}  // namespace detail
-
-// AdamW over host parameters of type T (float32 master weights, or double for gradient checks).
-// State is keyed by parameter name and created on a parameter's first step, so the same
-// optimizer can see a parameter list that grows; each parameter has its own step count.
-template <class T>
+template <class P, device Device>
+  requires device_precision<P, Device>
 class adamw {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "meap::adamw: T must be float (master weights) or double (gradient checks)");
-
  public:
-  using value_type = T;
+  using precision_type = P;
+  using master_t = typename P::master_t;
+  using compute_t = typename P::compute_t;
+  using store_type = nn::parameter_store<P, Device>;
 
-  // Names of the exported state tensors: "optimizer.<parameter>.exp_avg" (T, the parameter's
-  // shape), "optimizer.<parameter>.exp_avg_sq" (same) and "optimizer.<parameter>.step" (int64,
-  // shape ()).
+  // Names of the exported state tensors: "optimizer.<parameter>.exp_avg" (master type, the
+  // parameter's shape), "optimizer.<parameter>.exp_avg_sq" (same) and "optimizer.<parameter>.step"
+  // (int64, shape (); every parameter has the same count).
   static constexpr std::string_view state_prefix = "optimizer.";
   static std::string exp_avg_name(std::string_view parameter) {
     return std::string(state_prefix) + std::string(parameter) + ".exp_avg";
@@ -136,96 +94,129 @@ class adamw {
   explicit adamw(const adamw_config& config = {}) : config_(config) { config_.validate(); }
 
   const adamw_config& config() const noexcept { return config_; }
+  // Updates applied so far (the t of the last one).
+  std::int64_t steps() const noexcept { return steps_; }
+  // True between a step() given a status and its finish_step().
+  bool pending() const noexcept { return pending_; }
 
-  // One update of every parameter with config().lr.
-  void step(const cpu& device, std::span<const named_parameter<T, cpu>> params) { step(device, params, config_.lr); }
-
-  // One update of every parameter with learning rate `lr` (a schedule's value for this step).
-  // Gradients are read, not cleared. Non-finite gradients are not checked here: clip_grad_norm
-  // reports them so the caller can skip the step.
-  void step(const cpu&, std::span<const named_parameter<T, cpu>> params, double lr) {
+  // One update of every parameter of `store` at learning rate `lr` (a schedule's value for this
+  // step), on `device`'s stream. Gradients are read, not cleared.
+  //  - Without a status the update is applied as is and steps() advances.
+  //  - With a status (clip_factor() filled it on the device) the gradients are multiplied by its
+  //    grad_factor and the update happens only where status says `update`, decided on the device;
+  //    steps() advances when the caller, having read the status, calls finish_step(true).
+  // State (m, v: zeros) is created on the first step, on `device`.
+  void step(const Device& device, store_type& store, double lr, const step_status<Device>& status = {}) {
     constexpr std::string_view function = "meap::adamw::step";
     check_argument(std::isfinite(lr) && lr >= 0, function, "lr", lr, "a finite learning rate >= 0");
-    detail::check_parameters<T>(function, params);
-    // Check every existing state before touching any parameter, so a rejected call changes nothing.
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      const auto found = states_.find(params[i].name);
-      if (found != states_.end() && found->second.exp_avg.shape() != params[i].value.shape())
-        throw_argument_error(function, "params",
-                             detail::describe_parameter(params[i].name, i) + " of shape " +
-                                 to_string(params[i].value.shape()),
-                             "the shape its optimizer state has, " + to_string(found->second.exp_avg.shape()) +
-                                 " (a parameter name must keep its shape)");
-    }
-    for (const auto& p : params) {
-      auto found = states_.find(p.name);
-      if (found == states_.end()) {
-        adamw_state<T> fresh{zeros<T>(cpu{}, p.value.shape()), zeros<T>(cpu{}, p.value.shape()), 0};
-        found = states_.emplace(p.name, std::move(fresh)).first;
-      }
-      adamw_state<T>& state = found->second;
-      state.step += 1;
-      const auto t = static_cast<double>(state.step);
-      const double bias_correction1 = 1.0 - std::pow(config_.beta1, t);
-      const double bias_correction2 = 1.0 - std::pow(config_.beta2, t);
-      const detail::adamw_scalars<T> scalars{
-          static_cast<T>(1.0 - lr * config_.weight_decay),
-          static_cast<T>(1.0 - config_.beta1),
-          static_cast<T>(config_.beta2),
-          static_cast<T>(1.0 - config_.beta2),
-          static_cast<T>(std::sqrt(bias_correction2)),
-          static_cast<T>(config_.eps),
-          static_cast<T>(-(lr / bias_correction1)),
-      };
-      // PyTorch skips the decay multiply when weight_decay == 0; so do we (it is exact either way).
-      const bool decay = p.decay && config_.weight_decay != 0;
-      detail::adamw_update<T>(p.value.data(), p.grad.data(), state.exp_avg.data(), state.exp_avg_sq.data(),
-                              p.value.numel(), scalars, decay);
-    }
+    check_argument(!pending_, function, "this", "a step waiting for finish_step()",
+                   "finish_step(applied) after the previous step() given a status");
+    const bool with_status = status.values.rank() != 0;
+    if (with_status) detail::check_status(function, status);
+    check_store(function, store);
+    check_colocated<Device>(function, {at("store", store.master_flat()), at("status.values", status.values)});
+    prepare(device, store);
+    const auto t = static_cast<double>(steps_ + 1);
+    const double bias_correction1 = 1.0 - std::pow(config_.beta1, t);
+    const double bias_correction2 = 1.0 - std::pow(config_.beta2, t);
+    const detail::adamw_scalars<master_t> scalars{
+        static_cast<master_t>(1.0 - lr * config_.weight_decay),
+        static_cast<master_t>(1.0 - config_.beta1),
+        static_cast<master_t>(config_.beta2),
+        static_cast<master_t>(1.0 - config_.beta2),
+        static_cast<master_t>(std::sqrt(bias_correction2)),
+        static_cast<master_t>(config_.eps),
+        static_cast<master_t>(-(lr / bias_correction1)),
+    };
+    const auto copy = store.compute_copy();
+    // PyTorch skips the decay multiply when weight_decay == 0; so do we (it is exact either way).
+    detail::adamw_kernels<Device>::template update<master_t, compute_t>(
+        device, segments(), store.flat_size(), store.master_flat().data(), store.grad_flat().data(), exp_avg_.data(),
+        exp_avg_sq_.data(),
+        copy.data(), scalars, config_.weight_decay != 0, with_status ? status.values.data() : nullptr);
+    if (with_status) pending_ = true;
+    else ++steps_;
   }
 
-  // The state of parameter `name`, or nullptr before its first step.
-  const adamw_state<T>* state(std::string_view name) const {
-    const auto found = states_.find(name);
-    return found == states_.end() ? nullptr : &found->second;
+  // Creates the state (m, v: zeros) and the segment table for `store` on `device`, which the first
+  // step() would do. Copying the table to a GPU waits for the stream; a trainer calls this before
+  // its first step so that no step waits.
+  void prepare(const Device& device, const store_type& store) {
+    constexpr std::string_view function = "meap::adamw::prepare";
+    check_store(function, store);
+    if (owner_ != &store) {
+      check_argument(owner_ == nullptr, function, "store", "another parameter store",
+                     "the store this optimizer has state for (one optimizer per model)");
+      exp_avg_ = zeros<master_t>(device, dims{store.flat_size()});
+      exp_avg_sq_ = zeros<master_t>(device, dims{store.flat_size()});
+      owner_ = &store;
+    }
+    make_segments(device, store);
   }
 
-  // Parameters with state.
-  std::size_t state_count() const noexcept { return states_.size(); }
+  // After a step() given a status: whether the device applied it (status value `update`).
+  void finish_step(bool applied) {
+    check_argument(pending_, "meap::adamw::finish_step", "this", "no step waiting",
+                   "a call after step() given a status");
+    pending_ = false;
+    if (applied) ++steps_;
+  }
 
-  // Forget all state (the next step of each parameter is its first).
-  void reset() noexcept { states_.clear(); }
+  // The moments (flat, the store's layout), or empty views before the first step.
+  tensor_view<const master_t, Device> exp_avg() const { return exp_avg_.view(); }
+  tensor_view<const master_t, Device> exp_avg_sq() const { return exp_avg_sq_.view(); }
 
-  // Views of the whole state, sorted by parameter name, three per parameter (see the names
-  // above). They alias the optimizer's memory: write them out before the next step.
-  std::vector<named_view> state_views() const {
+  // Forget all state (the next step is the first).
+  void reset() {
+    exp_avg_ = {};
+    exp_avg_sq_ = {};
+    table_ = {};
+    segment_count_ = 0;
+    owner_ = nullptr;
+    steps_ = 0;
+    pending_ = false;
+  }
+
+  // Views of the whole state, three per parameter of `store` in its order (see the names above),
+  // none before the first step. exp_avg and exp_avg_sq alias the optimizer's memory on its device
+  // (copy them to the host to write a checkpoint); the steps are host int64 scalars.
+  std::vector<named_view> state_views(const store_type& store) const {
     std::vector<named_view> views;
-    views.reserve(3 * states_.size());
-    for (const auto& [name, state] : states_) {
-      views.push_back({exp_avg_name(name), to_any(state.exp_avg.view())});
-      views.push_back({exp_avg_sq_name(name), to_any(state.exp_avg_sq.view())});
-      views.push_back({step_name(name), to_any(tensor_view<const std::int64_t, cpu>(&state.step, dims{}))});
+    if (owner_ == nullptr) return views;
+    check_argument(owner_ == &store, "meap::adamw::state_views", "store", "another parameter store",
+                   "the store this optimizer has state for");
+    views.reserve(3 * static_cast<std::size_t>(store.size()));
+    for (const auto& e : store.entries()) {
+      const auto piece = [&](const tensor<master_t, Device>& flat) {
+        return to_any(flat.view().slice(0, e.offset, e.offset + e.numel).reshape(e.shape));
+      };
+      views.push_back({exp_avg_name(e.name), piece(exp_avg_)});
+      views.push_back({exp_avg_sq_name(e.name), piece(exp_avg_sq_)});
+      views.push_back({step_name(e.name), to_any(tensor_view<const std::int64_t, cpu>(&steps_, dims{}))});
     }
     return views;
   }
 
-  // Replaces the state with the one `lookup` finds for each of `params`: lookup(name) returns the
-  // host any_view stored under that name (or throws when it has none), e.g.
-  //   opt.load_state(params, [&](const std::string& name) { return file.view(name); });
-  // Every parameter needs all three tensors, with dtype T (int64 for the step) and the
-  // parameter's shape; exp_avg must be finite and exp_avg_sq finite and >= 0. Data are copied, so
-  // a resume continues bit for bit. On any error the current state is left as it was.
+  // Replaces the state with the one `lookup` finds for each parameter of `store`: lookup(name)
+  // returns the host any_view stored under that name (or throws when it has none), e.g.
+  //   optimizer.load_state(device, store, [&](const std::string& name) { return file.view(name); });
+  // Every parameter needs all three tensors, with the master dtype (int64 for the step) and the
+  // parameter's shape; exp_avg must be finite, exp_avg_sq finite and >= 0, and every step count
+  // the same. Data are copied without conversion, so a resume continues bit for bit. On any error
+  // the current state is left as it was.
   template <class Lookup>
     requires std::is_invocable_r_v<any_view, Lookup&, const std::string&>
-  void load_state(std::span<const named_parameter<T, cpu>> params, Lookup&& lookup) {
+  void load_state(const Device& device, store_type& store, Lookup&& lookup) {
     constexpr std::string_view function = "meap::adamw::load_state";
-    detail::check_parameters<T>(function, params);
-    std::map<std::string, adamw_state<T>, std::less<>> loaded;
-    for (const auto& p : params) {
-      adamw_state<T> state;
-      state.exp_avg = load_moment(function, lookup, exp_avg_name(p.name), p.value.shape(), false);
-      state.exp_avg_sq = load_moment(function, lookup, exp_avg_sq_name(p.name), p.value.shape(), true);
-      const std::string step_tensor = step_name(p.name);
+    check_store(function, store);
+    auto m = zeros<master_t>(cpu{}, dims{store.flat_size()});
+    auto v = zeros<master_t>(cpu{}, dims{store.flat_size()});
+    std::int64_t steps = -1;
+    std::string first_name;
+    for (const auto& e : store.entries()) {
+      load_moment(function, lookup, exp_avg_name(e.name), e, m.data() + e.offset, false);
+      load_moment(function, lookup, exp_avg_sq_name(e.name), e, v.data() + e.offset, true);
+      const std::string step_tensor = step_name(e.name);
       const any_view step_view = std::invoke(lookup, step_tensor);
       check_host(function, step_tensor, step_view);
       if (step_view.type != dtype::i64 || step_view.shape.product() != 1)
@@ -236,13 +227,32 @@ class adamw {
       std::int64_t step = 0;
       std::memcpy(&step, step_view.data, sizeof step);
       check_argument(step >= 0, function, step_tensor, step, "a step count >= 0");
-      state.step = step;
-      loaded.emplace(p.name, std::move(state));
+      if (steps < 0) {
+        steps = step;
+        first_name = step_tensor;
+      }
+      check_argument(step == steps, function, step_tensor, step,
+                     "the step count of every other parameter, " + std::to_string(steps) + " ('" + first_name +
+                         "'): one optimizer step counts for all parameters");
     }
-    states_ = std::move(loaded);
+    auto device_m = to_device(device, m.view().as_const());
+    auto device_v = to_device(device, v.view().as_const());
+    if constexpr (!std::is_same_v<Device, cpu>) synchronize(device);  // the host copies die here
+    check_argument(owner_ == nullptr || owner_ == &store, function, "store", "another parameter store",
+                   "the store this optimizer has state for (one optimizer per model)");
+    exp_avg_ = std::move(device_m);
+    exp_avg_sq_ = std::move(device_v);
+    owner_ = &store;
+    make_segments(device, store);
+    steps_ = steps < 0 ? 0 : steps;
+    pending_ = false;
   }
 
  private:
+  static void check_store(std::string_view function, const store_type& store) {
+    check_argument(store.allocated(), function, "store", "a store before allocate()", "an allocated parameter store");
+  }
+
   static void check_host(std::string_view function, const std::string& name, const any_view& view) {
     if (view.where.kind != device_kind::cpu)
       throw_argument_error(function, name, "memory on " + to_string(view.where), "host memory");
@@ -251,32 +261,52 @@ class adamw {
   }
 
   template <class Lookup>
-  static tensor<T, cpu> load_moment(std::string_view function, Lookup& lookup, const std::string& name,
-                                    const dims& shape, bool second_moment) {
+  static void load_moment(std::string_view function, Lookup& lookup, const std::string& name,
+                          const nn::parameter_entry& e, master_t* destination, bool second_moment) {
     const any_view found = std::invoke(lookup, name);
     check_host(function, name, found);
-    if (found.type != dtype_of<T>)
+    if (found.type != dtype_of<master_t>)
       throw_argument_error(function, name, std::string("dtype ") + std::string(to_string(found.type)),
-                           std::string("dtype ") + std::string(to_string(dtype_of<T>)) +
+                           std::string("dtype ") + std::string(to_string(dtype_of<master_t>)) +
                                " (optimizer state is restored without conversion, for a bit-identical resume)");
-    if (found.shape != shape)
+    if (found.shape != e.shape)
       throw_argument_error(function, name, "shape " + to_string(found.shape),
-                           "shape " + to_string(shape) + ", the parameter's shape");
-    tensor<T, cpu> result(cpu{}, shape);
-    copy(cpu{}, view_cast<const T, cpu>(found, name), result.view());
-    const T* data = result.data();
-    for (index_t i = 0, n = result.numel(); i < n; ++i) {
-      const bool ok = std::isfinite(data[i]) && (!second_moment || data[i] >= T(0));
+                           "shape " + to_string(e.shape) + ", the parameter's shape");
+    copy(cpu{}, view_cast<const master_t, cpu>(found, name), tensor_view<master_t, cpu>(destination, e.shape));
+    for (index_t i = 0; i < e.numel; ++i) {
+      const bool ok = std::isfinite(destination[i]) && (!second_moment || destination[i] >= master_t(0));
       if (!ok)
-        throw_argument_error(function, name, "element " + std::to_string(i) + " = " + std::to_string(data[i]),
+        throw_argument_error(function, name, "element " + std::to_string(i) + " = " + std::to_string(destination[i]),
                              second_moment ? "finite values >= 0 (a running mean of squared gradients)"
                                            : "finite values (a running mean of gradients)");
     }
-    return result;
   }
 
+  // The segment table of the store's layout, on the device (made once: a store's layout is fixed).
+  void make_segments(const Device& device, const store_type& store) {
+    if (table_.numel() != 0) return;
+    const auto& entries = store.entries();
+    const auto count = static_cast<index_t>(entries.size());
+    auto host = zeros<std::int64_t>(cpu{}, dims{2 * count + 1});
+    for (index_t k = 0; k < count; ++k) {
+      host.data()[k] = entries[static_cast<std::size_t>(k)].offset;
+      host.data()[count + 1 + k] = entries[static_cast<std::size_t>(k)].decay ? 1 : 0;
+    }
+    host.data()[count] = store.flat_size();
+    table_ = to_device(device, host.view().as_const());
+    if constexpr (!std::is_same_v<Device, cpu>) synchronize(device);  // `host` dies here
+    segment_count_ = static_cast<int>(count);
+  }
+  detail::adamw_segments segments() const { return {table_.data(), segment_count_}; }
+
   adamw_config config_;
-  std::map<std::string, adamw_state<T>, std::less<>> states_;
+  std::int64_t steps_ = 0;
+  bool pending_ = false;
+  const store_type* owner_ = nullptr;
+  tensor<master_t, Device> exp_avg_;
+  tensor<master_t, Device> exp_avg_sq_;
+  tensor<std::int64_t, Device> table_;
+  int segment_count_ = 0;
 };
 
 }  // namespace meap

@@ -1,27 +1,42 @@
-// meap/optim/clip.hpp: gradient clipping by global L2 norm, and the non-finite gradient report.
+// meap/optim/clip.hpp: gradient clipping by global L2 norm, and the non-finite gradient report,
+// on every device (optim/cpu/clip.hpp, optim/cuda/clip.hpp).
 //
-//   const auto clip = meap::clip_grad_norm(meap::cpu{}, params, 1.0);
-//   if (!clip.finite) { report(meap::first_nonfinite_gradient(meap::cpu{}, params)); skip the step; }
-//
-// As torch.nn.utils.clip_grad_norm_: total_norm = sqrt(sum over all gradient elements of g^2),
-// and every gradient is multiplied by scale = min(1, max_norm / (total_norm + 1e-6)). Two
-// differences, both deliberate: the sum is accumulated in double in a fixed order (so the norm,
-// and therefore the training run, does not depend on the thread count), and a non-finite norm
-// leaves the gradients untouched and says so, where PyTorch would multiply them by NaN.
+// Two forms:
+//  * Over a list of named parameters, as torch.nn.utils.clip_grad_norm_ does:
+//      const auto clip = meap::clip_grad_norm(device, params, 1.0);
+//      if (!clip.finite) { report(meap::first_nonfinite_gradient(device, params)); skip the step; }
+//    total_norm = sqrt(sum over all gradient elements of g^2), and every gradient is multiplied by
+//    scale = min(1, max_norm / (total_norm + 1e-6)). Two differences, both deliberate: the sum is
+//    accumulated in double in a fixed order (so the norm, and therefore the training run, does not
+//    depend on the thread count or the grid), and a non-finite norm leaves the gradients untouched
+//    and says so, where PyTorch would multiply them by NaN. It returns the norm to the host (on
+//    CUDA it waits for the stream).
+//  * Over a flat gradient buffer into a step_status (optim/status.hpp), without waiting:
+//      meap::clip_factor(device, store.grad_flat(), 1.0, status, loss_scale);
+//    computes the norm on the device, and there decides the step: update only when the norm, the
+//    loss and every deferred check are fine, with the gradients multiplied by
+//    min(1, max_norm / (norm + 1e-6)) / loss_scale, which AdamW applies as it reads them (the same
+//    rounding as scaling them in place). The gradients themselves are not modified.
+// Element types: float and double on the CPU; float, half and bfloat16 on CUDA. The sum of
+// squares of float, half or bfloat16 values cannot overflow a double; for double gradients beyond
+// 1e154 the CPU recomputes the norm with every element divided by the largest magnitude first.
 #pragma once
 
 #include <meap/core/device.hpp>
 #include <meap/core/error.hpp>
+#include <meap/core/precision.hpp>
 #include <meap/core/tensor_view.hpp>
+#include <meap/kernels/backend.hpp>
+#include <meap/optim/cpu/clip.hpp>
 #include <meap/optim/parameter.hpp>
+#include <meap/optim/status.hpp>
 
 #include <algorithm>
 #include <cmath>
-#include <cstddef>
 #include <optional>
 #include <span>
-#include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace meap {
@@ -32,146 +47,76 @@ struct clip_result {
   bool finite = true;     // false: some gradient is NaN or inf; nothing was changed, skip the step
 };
 
-// Where the first non-finite gradient element is (parameters in list order, elements in
-// row-major order).
-struct nonfinite_gradient {
-  std::string parameter;   // its name
-  std::size_t position;    // its index in the parameter list
-  index_t index;           // flat (row-major) element index
-  double value;            // NaN, +inf or -inf
-};
-
-namespace detail {
-
-// Gradient elements per partial sum. Chunks are summed in parallel and their partials added in
-// chunk order, so the result is the same for any thread count.
-inline constexpr index_t norm_chunk = index_t{1} << 14;
-
-// Sum of (g[i] / divisor)^2 in double, four interleaved accumulators (fixed order).
-template <bool Divide, class T>
-double chunk_sum_of_squares(const T* g, index_t n, double divisor) {
-  double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  index_t i = 0;
-  const auto load = [&](index_t k) {
-    const auto x = static_cast<double>(g[k]);
-    if constexpr (Divide) return x / divisor;
-    else return x;
-  };
-  for (; i + 4 <= n; i += 4) {
-    const double x0 = load(i), x1 = load(i + 1), x2 = load(i + 2), x3 = load(i + 3);
-    a0 += x0 * x0;
-    a1 += x1 * x1;
-    a2 += x2 * x2;
-    a3 += x3 * x3;
-  }
-  for (; i < n; ++i) {
-    const double x = load(i);
-    a0 += x * x;
-  }
-  return (a0 + a1) + (a2 + a3);
-}
-
-template <bool Divide, class T>
-double sum_of_squares(const T* g, index_t n, double divisor) {
-  const index_t chunks = (n + norm_chunk - 1) / norm_chunk;
-  if (chunks <= 1) return chunk_sum_of_squares<Divide>(g, n, divisor);
-  std::vector<double> partial(static_cast<std::size_t>(chunks));
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
-#endif
-  for (index_t c = 0; c < chunks; ++c) {
-    const index_t begin = c * norm_chunk;
-    partial[static_cast<std::size_t>(c)] =
-        chunk_sum_of_squares<Divide>(g + begin, std::min(norm_chunk, n - begin), divisor);
-  }
-  double total = 0;
-  for (const double x : partial) total += x;
-  return total;
-}
-
-template <class T>
-std::optional<nonfinite_gradient> find_nonfinite(std::span<const named_parameter<T, cpu>> params) {
-  for (std::size_t k = 0; k < params.size(); ++k) {
-    const T* g = params[k].grad.data();
-    for (index_t i = 0, n = params[k].grad.numel(); i < n; ++i)
-      if (!std::isfinite(g[i])) return nonfinite_gradient{params[k].name, k, i, static_cast<double>(g[i])};
-  }
-  return std::nullopt;
-}
-
-// The global norm; NaN/inf when a gradient is non-finite. The plain sum of squares can overflow
-// only for double gradients beyond ~1e154; then the norm is recomputed with every element divided
-// by the largest magnitude first (as LAPACK's dnrm2 does), so finite gradients give a finite norm.
-template <class T>
-double global_norm(std::span<const named_parameter<T, cpu>> params) {
-  double total = 0;
-  for (const auto& p : params) total += sum_of_squares<false>(p.grad.data(), p.grad.numel(), 1.0);
-  if (std::isfinite(total)) return std::sqrt(total);
-  if (find_nonfinite(params)) return total;  // NaN (from a NaN) or +inf (from an inf)
-  double largest = 0;
-  for (const auto& p : params)
-    for (index_t i = 0, n = p.grad.numel(); i < n; ++i)
-      largest = std::max(largest, std::abs(static_cast<double>(p.grad.data()[i])));
-  double scaled = 0;
-  for (const auto& p : params) scaled += sum_of_squares<true>(p.grad.data(), p.grad.numel(), largest);
-  return largest * std::sqrt(scaled);
-}
-
-}  // namespace detail
-
 // The global L2 norm of all gradients (NaN or inf when one is non-finite). Nothing is modified.
-template <class T>
-double grad_norm(const cpu&, std::span<const named_parameter<T, cpu>> params) {
-  detail::check_parameters<T>("meap::grad_norm", params);
-  return detail::global_norm(params);
+template <class T, device Device>
+  requires layer_element<T, Device>
+double grad_norm(const Device& device, std::span<const named_parameter<T, Device>> params) {
+  detail::check_parameters<T, Device>("meap::grad_norm", params);
+  return detail::clip_kernels<Device>::template norm<T>(device, params);
 }
 
 // Scales all gradients so that their global L2 norm is at most about max_norm (see the top of
 // this file). max_norm must be finite and > 0.
-template <class T>
-clip_result clip_grad_norm(const cpu&, std::span<const named_parameter<T, cpu>> params, double max_norm) {
+template <class T, device Device>
+  requires layer_element<T, Device>
+clip_result clip_grad_norm(const Device& device, std::span<const named_parameter<T, Device>> params, double max_norm) {
   constexpr std::string_view function = "meap::clip_grad_norm";
   check_argument(std::isfinite(max_norm) && max_norm > 0, function, "max_norm", max_norm, "a finite value > 0");
-  detail::check_parameters<T>(function, params);
-  const double norm = detail::global_norm(params);
+  detail::check_parameters<T, Device>(function, params);
+  const double norm = detail::clip_kernels<Device>::template norm<T>(device, params);
   if (!std::isfinite(norm)) return {norm, 1.0, false};
   const double scale = std::min(1.0, max_norm / (norm + 1e-6));
-  if (scale < 1.0) {
-    const auto factor = static_cast<T>(scale);
-    for (const auto& p : params) {
-      T* g = p.grad.data();
-      const index_t n = p.grad.numel();
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (n >= 32768)
-#endif
-      for (index_t i = 0; i < n; ++i) g[i] *= factor;
-    }
-  }
+  if (scale < 1.0) detail::clip_kernels<Device>::template scale<T>(device, params, scale);
   return {norm, scale, true};
 }
 
 // The first non-finite gradient element, or nullopt when all are finite: what a trainer prints
-// when clip_grad_norm reports finite == false.
-template <class T>
-std::optional<nonfinite_gradient> first_nonfinite_gradient(const cpu&, std::span<const named_parameter<T, cpu>> params) {
-  detail::check_parameters<T>("meap::first_nonfinite_gradient", params);
-  return detail::find_nonfinite(params);
+// when clip_grad_norm reports finite == false. On CUDA it waits for the stream.
+template <class T, device Device>
+  requires layer_element<T, Device>
+std::optional<nonfinite_gradient> first_nonfinite_gradient(const Device& device,
+                                                           std::span<const named_parameter<T, Device>> params) {
+  detail::check_parameters<T, Device>("meap::first_nonfinite_gradient", params);
+  return detail::clip_kernels<Device>::template first_nonfinite<T>(device, params);
 }
 
-// The same for a std::vector of parameters (a template cannot deduce T through the conversion
-// to std::span).
-template <class T>
-double grad_norm(const cpu& device, const std::vector<named_parameter<T, cpu>>& params) {
-  return grad_norm(device, std::span<const named_parameter<T, cpu>>(params));
+// The same for a std::vector of parameters (a template cannot deduce T through the conversion to
+// std::span).
+template <class T, device Device>
+double grad_norm(const Device& device, const std::vector<named_parameter<T, Device>>& params) {
+  return grad_norm(device, std::span<const named_parameter<T, Device>>(params));
 }
-template <class T>
-clip_result clip_grad_norm(const cpu& device, const std::vector<named_parameter<T, cpu>>& params, double max_norm) {
-  return clip_grad_norm(device, std::span<const named_parameter<T, cpu>>(params), max_norm);
+template <class T, device Device>
+clip_result clip_grad_norm(const Device& device, const std::vector<named_parameter<T, Device>>& params,
+                           double max_norm) {
+  return clip_grad_norm(device, std::span<const named_parameter<T, Device>>(params), max_norm);
 }
-template <class T>
-std::optional<nonfinite_gradient> first_nonfinite_gradient(const cpu& device,
-                                                           const std::vector<named_parameter<T, cpu>>& params) {
-  return first_nonfinite_gradient(device, std::span<const named_parameter<T, cpu>>(params));
+template <class T, device Device>
+std::optional<nonfinite_gradient> first_nonfinite_gradient(const Device& device,
+                                                           const std::vector<named_parameter<T, Device>>& params) {
+  return first_nonfinite_gradient(device, std::span<const named_parameter<T, Device>>(params));
+}
+
+// The flat form (see the top of this file): grads (n) contiguous, the gradients of a whole model
+// (nn::parameter_store::grad_flat()) scaled by loss_scale; status.values receives the unscaled
+// norm, the factor AdamW applies and the update decision. max_norm > 0 (infinity: no clipping);
+// loss_scale a finite value > 0 (1 unless fp16 loss scaling). Does not wait for the device.
+template <class T, device Device>
+  requires layer_element<std::remove_const_t<T>, Device>
+void clip_factor(const Device& device, const tensor_view<T, Device>& grads, double max_norm,
+                 const step_status<Device>& status, double loss_scale = 1.0) {
+  using U = std::remove_const_t<T>;
+  constexpr std::string_view function = "meap::clip_factor";
+  check_argument(max_norm > 0 && !std::isnan(max_norm), function, "max_norm", max_norm,
+                 "a value > 0 (infinity for no clipping)");
+  check_argument(std::isfinite(loss_scale) && loss_scale > 0, function, "loss_scale", loss_scale, "a finite value > 0");
+  check_argument(grads.rank() == 1, function, "grads", "shape " + to_string(grads.shape()),
+                 "a rank-1 (flat) gradient buffer");
+  check_contiguous(function, "grads", grads);
+  detail::check_status(function, status);
+  check_colocated<Device>(function, {at("grads", grads), at("status.values", status.values),
+                                     at("status.checks", status.checks)});
+  detail::clip_kernels<Device>::template factor<U>(device, grads.as_const(), max_norm, loss_scale, status);
 }
 
 }  // namespace meap

@@ -30,6 +30,15 @@ struct named_parameter {
   bool decay = true;
 };
 
+// Where the first non-finite gradient element is (parameters in list order, elements in
+// row-major order).
+struct nonfinite_gradient {
+  std::string parameter;   // its name
+  std::size_t position;    // its index in the parameter list
+  index_t index;           // flat (row-major) element index
+  double value;            // NaN, +inf or -inf
+};
+
 // A named host tensor of any dtype: how optimizer state leaves the optimizer (and enters a
 // checkpoint writer such as meap::safetensors_writer) without either side knowing the other.
 struct named_view {
@@ -72,9 +81,22 @@ void check_parameter_list(std::string_view function, std::span<const named_param
                            "views of allocated memory");
   }
 }
-template <class T>
-void check_parameters(std::string_view function, std::span<const named_parameter<T, cpu>> params) {
-  check_parameter_list<T, cpu>(function, params);
+// check_parameter_list, then every value and gradient on the device of params[0], the current
+// one (the device check of every front door).
+template <class T, class Device>
+void check_parameters(std::string_view function, std::span<const named_parameter<T, Device>> params) {
+  check_parameter_list<T, Device>(function, params);
+  if (params.empty()) return;
+  const device_location home = params[0].value.location();
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& p = params[i];
+    if (p.value.location() != home || p.grad.location() != home)
+      throw_argument_error(function, "params",
+                           describe_parameter(p.name, i) + " with value on " + to_string(p.value.location()) +
+                               " and grad on " + to_string(p.grad.location()),
+                           "every value and gradient on " + to_string(home) + ", where params[0] lives");
+  }
+  device_traits<Device>::check_current(function, "params", home);
 }
 
 }  // namespace detail

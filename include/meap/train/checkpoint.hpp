@@ -16,6 +16,8 @@
 
 #include <meap/io/atomic_file.hpp>
 #include <meap/io/safetensors.hpp>
+#include <meap/core/precision.hpp>
+#include <meap/core/tensor.hpp>
 #include <meap/nn/llama.hpp>
 #include <meap/optim/adamw.hpp>
 
@@ -24,8 +26,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 namespace meap::train {
 
@@ -93,21 +98,30 @@ inline nn::llama_config read_hugging_face_config(const std::filesystem::path& pa
 
 namespace detail {
 
-// Adds every parameter to `writer`, converted to `stored` (float32/64, bfloat16, float16).
-// `keep_alive` holds the converted copies until the writer has written them.
-template <class T>
-void add_parameters(safetensors_writer& writer, nn::llama_model<T>& model, dtype stored,
-                    std::vector<tensor<std::uint8_t, cpu>>& keep_alive) {
-  for (auto& p : model.parameters()) {
-    if (stored == dtype_of<T>) {
-      writer.add(p.name, p.value.as_const());
+// The host copy a checkpoint is written from: the buffer itself on the CPU, a copy from the
+// device (waiting for it) on CUDA.
+template <class T, class Device>
+tensor<std::remove_const_t<T>, cpu> host_copy(const Device& device, const tensor_view<T, Device>& view) {
+  return to_host(device, view);
+}
+
+// Adds every parameter of `store` to `writer` from `master` (the store's flat master buffer on the
+// host), converted to `stored` (float32/64, bfloat16, float16). `keep_alive` holds the converted
+// copies until the writer has written them.
+template <class M>
+void add_parameters(safetensors_writer& writer, const std::vector<nn::parameter_entry>& entries, const M* master,
+                    dtype stored, std::vector<tensor<std::uint8_t, cpu>>& keep_alive) {
+  for (const auto& e : entries) {
+    const M* values = master + e.offset;
+    if (stored == dtype_of<M>) {
+      writer.add(e.name, tensor_view<const M, cpu>(values, e.shape));
       continue;
     }
     dispatch_floating(stored, "dtype", [&]<class S>(type_tag<S>) {
-      tensor<std::uint8_t, cpu> bytes(cpu{}, dims{p.value.numel() * static_cast<index_t>(sizeof(S))});
+      tensor<std::uint8_t, cpu> bytes(cpu{}, dims{e.numel * static_cast<index_t>(sizeof(S))});
       auto* out = reinterpret_cast<S*>(bytes.data());
-      for (index_t i = 0; i < p.value.numel(); ++i) out[i] = S(p.value.data()[i]);  // round to nearest even
-      writer.add(p.name, any_view{out, stored, {device_kind::cpu, 0}, p.value.shape(), contiguous_strides(p.value.shape())});
+      for (index_t i = 0; i < e.numel; ++i) out[i] = S(values[i]);  // round to nearest even
+      writer.add(e.name, any_view{out, stored, {device_kind::cpu, 0}, e.shape, contiguous_strides(e.shape)});
       keep_alive.push_back(std::move(bytes));
     });
   }
@@ -128,22 +142,37 @@ inline std::uint64_t parse_step(std::string_view function, const std::filesystem
   return step;
 }
 
+
+inline double parse_number(std::string_view function, const std::filesystem::path& file,
+                           const std::map<std::string, std::string>& metadata, const std::string& key, double fallback) {
+  const auto it = metadata.find(key);
+  if (it == metadata.end()) return fallback;
+  double value = 0;
+  std::istringstream in(it->second);
+  if (!(in >> value) || !in.eof())
+    throw_argument_error(function, "directory", file.string() + " with " + key + " = " + it->second, "a number");
+  return value;
+}
+
 }  // namespace detail
 
-// Writes config.json and model.safetensors into `directory` (created if missing). `step` is
-// recorded in the metadata so a trainer file can be matched to it.
-template <host_compute_type T>
-void save_model(const std::filesystem::path& directory, nn::llama_model<T>& model, dtype stored = dtype_of<T>,
-                std::uint64_t step = 0) {
+// Writes config.json and model.safetensors (the master weights) into `directory` (created if
+// missing). `step` is recorded in the metadata so a trainer file can be matched to it. A model on
+// CUDA is copied to the host first (waiting for its stream).
+template <class P, class Device>
+void save_model(const std::filesystem::path& directory, const nn::llama_model<P, Device>& model,
+                dtype stored = dtype_of<typename P::master_t>, std::uint64_t step = 0) {
   constexpr std::string_view function = "meap::train::save_model";
   check_argument(is_floating(stored), function, "stored", std::string(to_string(stored)),
                  "float32, float64, bfloat16 or float16");
   std::error_code ec;
   std::filesystem::create_directories(directory, ec);
   if (ec) throw_argument_error(function, "directory", directory.string(), "a directory that can be created (" + ec.message() + ")");
+  const auto& store = model.store();
+  const auto master = detail::host_copy(store.device(), store.master_flat());
   safetensors_writer writer;
   std::vector<tensor<std::uint8_t, cpu>> keep_alive;
-  detail::add_parameters(writer, model, stored, keep_alive);
+  detail::add_parameters(writer, store.entries(), master.data(), stored, keep_alive);
   writer.add_metadata("format", "pt");  // transformers checks this key
   writer.add_metadata("meap.step", detail::step_text(step));
   const std::string config = hugging_face_config(model.config(), stored).dump(2) + "\n";
@@ -152,20 +181,29 @@ void save_model(const std::filesystem::path& directory, nn::llama_model<T>& mode
   writer.save(directory / "model.safetensors");
 }
 
-// Reads model.safetensors from `directory` into `model`: every parameter must be present with the
-// model's shape (any floating dtype; converted). Returns the step recorded in the file (0 if none).
-template <host_compute_type T>
-std::uint64_t load_model(const std::filesystem::path& directory, nn::llama_model<T>& model) {
+// Reads model.safetensors from `directory` into `model`'s master weights (and refreshes its
+// compute copy): every parameter must be present with the model's shape (any floating dtype;
+// converted). Returns the step recorded in the file (0 if none). Loads on any device, whatever
+// device wrote the file.
+template <class P, class Device>
+std::uint64_t load_model(const std::filesystem::path& directory, nn::llama_model<P, Device>& model) {
+  using M = typename P::master_t;
   const safetensors_file file(directory / "model.safetensors");
-  for (auto& p : model.parameters()) file.load_into(p.name, p.value);
+  auto& store = model.store();
+  auto host = zeros<M>(cpu{}, dims{store.flat_size()});
+  for (const auto& e : store.entries()) file.load_into(e.name, tensor_view<M, cpu>(host.data() + e.offset, e.shape));
+  const Device& device = store.device();
+  copy(device, host.view().as_const(), store.master_flat());
+  store.refresh_compute(device);
+  synchronize(device);  // `host` dies here
   const auto& metadata = file.metadata();
   return metadata.count("meap.step") ? detail::parse_step("meap::train::load_model", directory / "model.safetensors", metadata) : 0;
 }
 
-// The model in `directory`, shaped by its config.json.
-template <host_compute_type T>
-nn::llama_model<T> load_pretrained(const std::filesystem::path& directory) {
-  nn::llama_model<T> model(read_hugging_face_config(directory / "config.json"));
+// The model in `directory`, shaped by its config.json, on `device`.
+template <class P = fp32, class Device = cpu>
+nn::llama_model<P, Device> load_pretrained(const std::filesystem::path& directory, const Device& device = {}) {
+  nn::llama_model<P, Device> model(read_hugging_face_config(directory / "config.json"), device);
   (void)load_model(directory, model);
   return model;
 }
@@ -174,26 +212,40 @@ nn::llama_model<T> load_pretrained(const std::filesystem::path& directory) {
 struct trainer_state {
   std::uint64_t next_step = 0;
   std::uint64_t seed = 0;
+  double loss_scale = 0.0;  // fp16 training's dynamic loss scale; 0: none recorded
 };
 
-// A full training checkpoint: the model in float32/64 (exact), then the optimizer state and
-// trainer_state. After load_training_checkpoint, the next step is bit-identical to the one an
-// uninterrupted run would take.
-template <host_compute_type T>
-void save_training_checkpoint(const std::filesystem::path& directory, nn::llama_model<T>& model,
-                              const adamw<T>& optimizer, const trainer_state& state) {
-  save_model(directory, model, dtype_of<T>, state.next_step);
+// A full training checkpoint: the model's master weights (exact), then the optimizer state and
+// trainer_state. After load_training_checkpoint on the same device, the next step is
+// bit-identical to the one an uninterrupted run would take.
+template <class P, class Device>
+void save_training_checkpoint(const std::filesystem::path& directory, const nn::llama_model<P, Device>& model,
+                              const adamw<P, Device>& optimizer, const trainer_state& state) {
+  using M = typename P::master_t;
+  save_model(directory, model, dtype_of<M>, state.next_step);
+  const auto& store = model.store();
   safetensors_writer writer;
-  for (const auto& v : optimizer.state_views()) writer.add(v.name, v.view);
+  tensor<M, cpu> m, v;
+  std::int64_t steps = optimizer.steps();
+  if (optimizer.exp_avg().numel() != 0) {
+    m = detail::host_copy(store.device(), optimizer.exp_avg());
+    v = detail::host_copy(store.device(), optimizer.exp_avg_sq());
+    for (const auto& e : store.entries()) {
+      writer.add(adamw<P, Device>::exp_avg_name(e.name), tensor_view<const M, cpu>(m.data() + e.offset, e.shape));
+      writer.add(adamw<P, Device>::exp_avg_sq_name(e.name), tensor_view<const M, cpu>(v.data() + e.offset, e.shape));
+      writer.add(adamw<P, Device>::step_name(e.name), tensor_view<const std::int64_t, cpu>(&steps, dims{}));
+    }
+  }
   writer.add_metadata("format", "meap-trainer");
   writer.add_metadata("meap.step", detail::step_text(state.next_step));
   writer.add_metadata("meap.seed", std::to_string(state.seed));
+  if (state.loss_scale > 0) writer.add_metadata("meap.loss_scale", meap::detail::value_to_string(state.loss_scale));
   writer.save(directory / "trainer.safetensors");
 }
 
-template <host_compute_type T>
-trainer_state load_training_checkpoint(const std::filesystem::path& directory, nn::llama_model<T>& model,
-                                       adamw<T>& optimizer) {
+template <class P, class Device>
+trainer_state load_training_checkpoint(const std::filesystem::path& directory, nn::llama_model<P, Device>& model,
+                                       adamw<P, Device>& optimizer) {
   constexpr std::string_view function = "meap::train::load_training_checkpoint";
   const auto trainer_path = directory / "trainer.safetensors";
   const safetensors_file trainer(trainer_path);
@@ -203,6 +255,7 @@ trainer_state load_training_checkpoint(const std::filesystem::path& directory, n
   if (seed == trainer.metadata().end())
     throw_argument_error(function, "directory", trainer_path.string(), "a trainer file whose metadata records 'meap.seed'");
   state.seed = std::stoull(seed->second);
+  state.loss_scale = detail::parse_number(function, trainer_path, trainer.metadata(), "meap.loss_scale", 0.0);
   // Check the two files belong together before touching the model.
   const safetensors_file model_file(directory / "model.safetensors");
   const auto model_step = model_file.metadata().count("meap.step")
@@ -213,10 +266,8 @@ trainer_state load_training_checkpoint(const std::filesystem::path& directory, n
                                                     ", trainer step " + std::to_string(state.next_step) + ")",
                          "a checkpoint whose model and trainer files were written at the same step");
   (void)load_model(directory, model);
-  const auto params = model.parameters();
   if (state.next_step > 0 && !trainer.entries().empty())
-    optimizer.load_state(std::span<const named_parameter<T, cpu>>(params),
-                         [&](const std::string& name) { return trainer.view(name); });
+    optimizer.load_state(model.store().device(), model.store(), [&](const std::string& name) { return trainer.view(name); });
   else
     optimizer.reset();
   return state;

@@ -1,17 +1,31 @@
-// meap/train/pretrain.hpp: one MEAP (or plain NTP) pretraining step on the CPU, so that a trainer
-// is a short loop:
+// meap/train/pretrain.hpp: one MEAP (or plain NTP) pretraining step on any device, so that a
+// trainer is a short loop:
 //
-//   meap::nn::llama_model<float> model(config);
+//   meap::nn::llama_model<meap::bf16_mixed, meap::cuda> model(config, meap::cuda{stream});
 //   model.initialize(seed);
-//   meap::train::pretrainer<float> trainer(model, meap::masking::fixed_ratio{}, options);
+//   meap::train::pretrainer trainer(model, meap::masking::fixed_ratio{}, options);
 //   for (...) { dataset.sample_batch(cpu, seed, trainer.next_step(), tokens); auto r = trainer.step(tokens); }
 //
-// A step: mask the inputs with the policy (keyed by seed and step), forward, selective fused
-// cross-entropy on the labels, backward, clip the global gradient norm, AdamW at the scheduled
-// learning rate. A non-finite loss or gradient skips the update (parameters and optimizer state
-// untouched), names the first offending parameter in the report, and still advances the step.
+// A step takes a global batch of host tokens (G, T + 1) as options.micro_batches micro-batches of
+// B = G / micro_batches rows (gradient accumulation). For each micro-batch: mask the inputs on the
+// host with the policy (keyed by seed, step, micro-batch and row), upload them (pinned, without
+// waiting, on CUDA), forward, selective fused cross-entropy, backward, adding to the gradients.
+// Then the global gradient norm, its clip factor and the AdamW update, which the device skips when
+// the loss or a gradient is not finite or a token id was invalid. The loss is the mean over every
+// labelled position of the global batch: each micro-batch's cross-entropy divides its summed row
+// losses, and their gradients, by the global batch's count of labelled positions (docs/optim.md).
+//
+// On meap::cuda nothing in a step waits for the GPU except the one copy of the step's status
+// (loss, gradient norm, update decision, deferred checks) that builds the report; token ids are
+// checked on the device and reported there. A skipped update (non-finite values) names the first
+// offending parameter in the report and still advances the step; an invalid token id throws
+// meap::error after the step, with nothing updated and the step not advanced. fp16 training scales
+// the loss dynamically (options.loss_scaling).
 #pragma once
 
+#include <meap/core/deferred_checks.hpp>
+#include <meap/core/precision.hpp>
+#include <meap/core/tensor.hpp>
 #include <meap/kernels/cross_entropy.hpp>
 #include <meap/masking/apply.hpp>
 #include <meap/masking/fixed_ratio.hpp>
@@ -19,28 +33,68 @@
 #include <meap/optim/adamw.hpp>
 #include <meap/optim/clip.hpp>
 #include <meap/optim/schedule.hpp>
+#include <meap/optim/status.hpp>
 #include <meap/train/checkpoint.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace meap::train {
+
+// Dynamic loss scaling for fp16 (as torch.cuda.amp.GradScaler): the loss gradient is multiplied
+// by `scale` so that small gradients survive half's range; a step whose gradients overflow is
+// skipped and the scale multiplied by `backoff`; after `growth_interval` clean steps in a row it
+// is multiplied by `growth`. Powers of two keep the unscaling exact. Ignored unless the compute
+// type is half.
+struct loss_scaling_config {
+  double initial = 65536.0;
+  double growth = 2.0;
+  double backoff = 0.5;
+  std::int64_t growth_interval = 2000;
+  double min_scale = 1.0;
+
+  void validate() const {
+    constexpr std::string_view function = "meap::train::loss_scaling_config";
+    const auto power_of_two = [](double x) {
+      int exponent = 0;
+      return std::isfinite(x) && x > 0 && std::frexp(x, &exponent) == 0.5;
+    };
+    check_argument(power_of_two(initial), function, "initial", initial, "a power of two");
+    check_argument(power_of_two(growth) && growth > 1, function, "growth", growth, "a power of two above 1");
+    check_argument(power_of_two(backoff) && backoff < 1, function, "backoff", backoff, "a power of two below 1");
+    check_argument(growth_interval >= 1, function, "growth_interval", growth_interval, "at least one step");
+    check_argument(power_of_two(min_scale) && min_scale <= initial, function, "min_scale", min_scale,
+                   "a power of two no larger than initial");
+  }
+};
 
 struct pretrain_options {
   adamw_config optimizer{};
   warmup_cosine_config schedule{3e-4, 3e-5, 0, 1000};
   double clip_norm = 1.0;  // max global gradient norm; <= 0 is rejected (use infinity for none)
-  // Seed, mask id and exclusions for the masking policy; `step` is filled in by the trainer.
+  // Seed, mask id and exclusions for the masking policy; `step` and `micro_batch` are filled in by
+  // the trainer.
   masking::pretraining_options masking{};
+  // Micro-batches per step: the global batch's rows are split into this many equal parts, run one
+  // after the other, their gradients summed (gradient accumulation).
+  index_t micro_batches = 1;
+  loss_scaling_config loss_scaling{};
 
   void validate() const {
     optimizer.validate();
     schedule.validate();
+    loss_scaling.validate();
     check_argument(clip_norm > 0 && !std::isnan(clip_norm), "meap::train::pretrain_options", "clip_norm", clip_norm,
                    "a positive gradient norm bound (infinity to disable clipping)");
+    check_argument(micro_batches >= 1 && micro_batches <= static_cast<index_t>(masking::max_micro_batches),
+                   "meap::train::pretrain_options", "micro_batches", micro_batches,
+                   "between 1 and " + std::to_string(masking::max_micro_batches));
   }
 };
 
@@ -49,92 +103,146 @@ struct step_report {
   double loss = 0.0;          // mean cross-entropy over the positions with a label
   double grad_norm = 0.0;     // global gradient norm before clipping
   double lr = 0.0;
-  index_t tokens = 0;         // B * T input positions
+  index_t tokens = 0;         // G * T input positions
   index_t loss_tokens = 0;    // positions whose label is not ignore_index
   index_t masked = 0;         // input positions replaced by mask_id
+  index_t micro_batches = 1;
+  double loss_scale = 1.0;    // fp16: the scale this step ran with
   double seconds = 0.0;
   double tokens_per_second = 0.0;
   bool skipped = false;       // true: non-finite loss or gradient, no update made
   std::string skip_reason;    // which value was not finite, and where
 };
 
-// Policy: a masking::pretraining_policy; a pretrainer built with std::nullopt trains plain NTP.
-template <host_compute_type T, class Policy = masking::fixed_ratio>
+// P: the model's precision; Device: meap::cpu or meap::cuda (the model's device and stream);
+// Policy: a masking::pretraining_policy (a pretrainer built with std::nullopt trains plain NTP).
+template <class P, device Device, class Policy = masking::fixed_ratio>
 class pretrainer {
  public:
-  pretrainer(nn::llama_model<T>& model, std::optional<Policy> policy, const pretrain_options& options,
+  using model_type = nn::llama_model<P, Device>;
+  using T = typename P::compute_t;
+  using G = typename P::grad_t;
+
+  pretrainer(model_type& model, std::optional<Policy> policy, const pretrain_options& options,
              std::uint64_t first_step = 0)
-      : model_(model), policy_(policy), options_((options.validate(), options)), optimizer_(options.optimizer),
-        schedule_(options.schedule), step_(first_step) {
+      : model_(model),
+        device_(model.device()),
+        policy_(policy),
+        options_((options.validate(), options)),
+        optimizer_(options.optimizer),
+        schedule_(options.schedule),
+        step_(first_step),
+        loss_scale_(P::loss_scaling ? options.loss_scaling.initial : 1.0) {
     if (policy_) policy_->validate();
+    status_values_ = tensor<double, Device>(device_, dims{status_value_count});
+    status_checks_ = tensor<std::uint64_t, Device>(device_, dims{options_.micro_batches * deferred_check_count});
+    report_values_ = host_staging<double, Device>(device_, dims{status_value_count});
+    report_checks_ = host_staging<std::uint64_t, Device>(device_, dims{options_.micro_batches * deferred_check_count});
+    optimizer_.prepare(device_, model_.store());
+    synchronize(device_);  // the segment table's upload; no step waits for it
   }
 
   std::uint64_t next_step() const { return step_; }
-  adamw<T>& optimizer() { return optimizer_; }
+  adamw<P, Device>& optimizer() { return optimizer_; }
   const pretrain_options& options() const { return options_; }
+  double loss_scale() const { return loss_scale_; }
 
-  // tokens: (B, T + 1) int32, T <= max_seq. Runs step next_step() and advances it.
-  step_report step(const tensor_view<const std::int32_t, cpu>& tokens) {
+  // tokens: (G, T + 1) int32 host memory, G a multiple of options().micro_batches, T <= max_seq.
+  // segment_ids (optional): (G, T + 1) or (G, T) document ids of packed rows; attention stays
+  // within a document and the masking policy treats each document's last input as the row's.
+  // Runs step next_step() and advances it.
+  step_report step(const tensor_view<const std::int32_t, cpu>& tokens,
+                   const tensor_view<const std::int32_t, cpu>& segment_ids = {}) {
     constexpr std::string_view function = "meap::train::pretrainer::step";
-    check_argument(tokens.rank() == 2 && tokens.size(1) >= 2, function, "tokens", "shape " + to_string(tokens.shape()),
-                   "(B, T + 1) token ids with T >= 1");
+    check_argument(tokens.rank() == 2 && tokens.size(1) >= 2 && tokens.size(0) >= 1, function, "tokens",
+                   "shape " + to_string(tokens.shape()), "(G, T + 1) token ids with G >= 1 and T >= 1");
+    const index_t M = options_.micro_batches, rows = tokens.size(0), L = tokens.size(1) - 1;
+    check_argument(rows % M == 0, function, "tokens", "shape " + to_string(tokens.shape()),
+                   "a row count that is a multiple of micro_batches = " + std::to_string(M));
+    check_argument(L <= model_.config().max_seq, function, "tokens", "length T = " + std::to_string(L),
+                   "T <= max_seq = " + std::to_string(model_.config().max_seq));
+    if (segment_ids.rank() != 0)
+      check_argument(segment_ids.shape() == tokens.shape() || segment_ids.shape() == dims{rows, L}, function,
+                     "segment_ids", "shape " + to_string(segment_ids.shape()),
+                     "shape " + to_string(tokens.shape()) + " or " + to_string(dims{rows, L}));
     const auto start = std::chrono::steady_clock::now();
+    const index_t B = rows / M;
     step_report report;
     report.step = step_;
     report.lr = schedule_(static_cast<std::int64_t>(step_));
-    const index_t B = tokens.size(0), L = tokens.size(1) - 1;
+    report.tokens = rows * L;
+    report.micro_batches = M;
+    report.loss_scale = loss_scale_;
 
-    // 1. Inputs and labels: masked by the policy, or the plain shifted pair.
-    tensor<std::int32_t, cpu> input_ids, labels;
-    if (policy_) {
-      auto masking_options = options_.masking;
-      masking_options.step = step_;
-      auto batch = masking::apply(cpu{}, *policy_, tokens, masking_options);
-      for (index_t i = 0; i < batch.mask.numel(); ++i) report.masked += batch.mask.data()[i];
-      input_ids = std::move(batch.input_ids);
-      labels = std::move(batch.labels);
-    } else {
-      input_ids = clone(cpu{}, tokens.slice(1, 0, L));
-      labels = clone(cpu{}, tokens.slice(1, 1, L + 1));
-      if (options_.masking.pad_id >= 0)
-        for (index_t i = 0; i < labels.numel(); ++i)
-          if (labels.data()[i] == options_.masking.pad_id) labels.data()[i] = ignore_index;
+    // 1. On the host, before any device work (so that bad batches throw with nothing changed):
+    //    inputs, labels and masks of every micro-batch, and the counts the loss divides by.
+    input_ids_.reshape(dims{rows, L});
+    labels_.reshape(dims{rows, L});
+    mask_.reshape(dims{rows, L});
+    if (segment_ids.rank() != 0) {
+      segments_.reshape(dims{rows, L});
+      copy(cpu{}, segment_ids.slice(1, 0, L), segments_.view());
     }
+    std::vector<index_t> selected(static_cast<std::size_t>(M), 0);
+    index_t selected_total = 0;
+    for (index_t m = 0; m < M; ++m) {
+      const auto part = [&](const auto& view) { return view.slice(0, m * B, (m + 1) * B); };
+      make_inputs(part(tokens), segment_ids.rank() != 0 ? part(segment_ids) : segment_ids, static_cast<std::uint32_t>(m),
+                  part(input_ids_.view()), part(labels_.view()), part(mask_.view()), report.masked);
+      const std::int32_t* labels = part(labels_.view()).data();
+      for (index_t i = 0; i < B * L; ++i) selected[static_cast<std::size_t>(m)] += labels[i] != ignore_index;
+      selected_total += selected[static_cast<std::size_t>(m)];
+    }
+    report.loss_tokens = selected_total;
 
-    // 2. Forward, selective loss, backward.
-    model_.zero_grad();
-    const auto ctx = model_.forward(input_ids.view());
-    tensor<T, cpu> d_hidden(cpu{}, ctx.hidden.shape());
-    tensor<T, cpu> d_head(cpu{}, model_.head_weight().shape());
-    const auto flat_labels = labels.view().reshape({B * L});
-    const auto loss = linear_cross_entropy<T>(cpu{}, ctx.hidden.view(), model_.head_weight(), flat_labels,
-                                              d_hidden.view(), d_head.view());
-    report.loss = loss.loss;
-    report.loss_tokens = loss.selected;
-    report.tokens = B * L;
-    if (!std::isfinite(loss.loss)) {
+    // 2. On the device: zero the gradients and the status, then every micro-batch.
+    auto& store = model_.store();
+    store.zero_grad(device_);
+    fill(device_, status_values_.view(), 0.0);
+    fill(device_, status_checks_.view(), deferred_none);
+    const step_status<Device> status{status_values_.view(), status_checks_.view()};
+    for (index_t m = 0; m < M; ++m) {
+      const auto rows_of = [&](const auto& staged) { return staged.view().slice(0, m * B, (m + 1) * B).as_const(); };
+      const staged_ids inputs(device_, rows_of(input_ids_));
+      const staged_ids labels(device_, rows_of(labels_));
+      std::optional<staged_ids> segments;
+      if (segment_ids.rank() != 0) segments.emplace(device_, rows_of(segments_));
+      const auto checks = status.checks_of(m);
+      const auto ctx = model_.forward(device_, inputs.view(), {}, segments ? segments->view() : tensor_view<const std::int32_t, Device>{},
+                                      checks);
+      tensor<T, Device> d_hidden(device_, ctx.hidden.shape());
+      cross_entropy_options<Device> loss_options;
+      loss_options.normalizer = static_cast<double>(selected_total);
+      loss_options.gradient_scale = loss_scale_;
+      loss_options.d_weight_write = gradient_write::accumulate;
+      loss_options.selected_rows = selected[static_cast<std::size_t>(m)];
+      loss_options.loss_sum = status.loss_sum();
+      loss_options.checks = checks;
+      (void)linear_cross_entropy<T, G>(device_, ctx.hidden.view(), model_.head_weight(), inputs_flat(labels, B * L),
+                                       d_hidden.view(), model_.head_grad(), loss_options);
+      model_.backward(device_, ctx, d_hidden.view());
+    }
+    clip_factor(device_, store.grad_flat().as_const(), options_.clip_norm, status, loss_scale_);
+    optimizer_.step(device_, store, report.lr, status);
+
+    // 3. The step's one wait: its status comes back.
+    copy(device_, status_values_.view().as_const(), report_values_.view());
+    copy(device_, status_checks_.view().as_const(), report_checks_.view());
+    synchronize(device_);
+    const double* values = report_values_.data();
+    const bool applied = values[static_cast<int>(status_value::update)] != 0.0;
+    optimizer_.finish_step(applied);
+    for (index_t m = 0; m < M; ++m)
+      raise_deferred_checks(std::span<const std::uint64_t>(report_checks_.data() + m * deferred_check_count,
+                                                           deferred_check_count),
+                            model_.config().vocab, M > 1 ? " (micro-batch " + std::to_string(m) + ")" : std::string());
+    report.loss = values[static_cast<int>(status_value::loss)];
+    report.grad_norm = values[static_cast<int>(status_value::grad_norm)];
+    if (!applied) {
       report.skipped = true;
-      report.skip_reason = "loss is " + meap::detail::value_to_string(loss.loss);
-    } else {
-      auto head_grad = model_.head_grad();
-      for (index_t i = 0; i < head_grad.numel(); ++i) head_grad.data()[i] += d_head.data()[i];
-      model_.backward(ctx, d_hidden.view());
-
-      // 3. Clip, then update unless something is not finite.
-      const auto params = model_.parameters();
-      const std::span<const named_parameter<T, cpu>> param_span(params);
-      const auto clip = clip_grad_norm(cpu{}, param_span, options_.clip_norm);
-      report.grad_norm = clip.total_norm;
-      if (!clip.finite) {
-        report.skipped = true;
-        const auto bad = first_nonfinite_gradient(cpu{}, param_span);
-        report.skip_reason = bad ? "gradient of '" + bad->parameter + "' is " + meap::detail::value_to_string(bad->value) +
-                                       " at element " + std::to_string(bad->index)
-                                 : "gradient norm is " + meap::detail::value_to_string(clip.total_norm);
-      } else {
-        optimizer_.step(cpu{}, param_span, report.lr);
-      }
+      report.skip_reason = skip_reason(report);
     }
+    update_loss_scale(applied, report.loss);
     ++step_;
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     report.tokens_per_second = report.seconds > 0 ? static_cast<double>(report.tokens) / report.seconds : 0.0;
@@ -142,9 +250,9 @@ class pretrainer {
   }
 
   // Checkpoint / resume (see checkpoint.hpp): after resume(), the next step is the one an
-  // uninterrupted run would take, bit for bit.
+  // uninterrupted run would take, bit for bit, on the same device.
   void save(const std::filesystem::path& directory) {
-    save_training_checkpoint(directory, model_, optimizer_, {step_, options_.masking.seed});
+    save_training_checkpoint(directory, model_, optimizer_, {step_, options_.masking.seed, loss_scale_});
   }
   void resume(const std::filesystem::path& directory) {
     const auto state = load_training_checkpoint(directory, model_, optimizer_);
@@ -153,15 +261,118 @@ class pretrainer {
                            directory.string() + " (seed " + std::to_string(state.seed) + ")",
                            "a checkpoint of a run with this trainer's seed " + std::to_string(options_.masking.seed));
     step_ = state.next_step;
+    if (P::loss_scaling && state.loss_scale > 0) loss_scale_ = state.loss_scale;
+    clean_steps_ = 0;
   }
 
  private:
-  nn::llama_model<T>& model_;
+  // Token ids of one micro-batch where the device reads them: the staged host rows themselves on
+  // the CPU; a device copy (asynchronous: the staging memory is pinned) on CUDA.
+  class staged_ids {
+   public:
+    staged_ids(const Device& device, const tensor_view<const std::int32_t, cpu>& host) {
+      if constexpr (std::is_same_v<Device, cpu>) {
+        (void)device;
+        view_ = host;
+      } else {
+        copy_ = tensor<std::int32_t, Device>(device, host.shape());
+        copy(device, host, copy_.view());
+        view_ = copy_.view();
+      }
+    }
+    tensor_view<const std::int32_t, Device> view() const { return view_; }
+
+   private:
+    tensor<std::int32_t, Device> copy_;
+    tensor_view<const std::int32_t, Device> view_;
+  };
+
+  static tensor_view<const std::int32_t, Device> inputs_flat(const staged_ids& ids, index_t n) {
+    return ids.view().reshape({n});
+  }
+
+  // input_ids, labels and mask (B, T) of one micro-batch, from tokens (B, T + 1).
+  void make_inputs(const tensor_view<const std::int32_t, cpu>& tokens, const tensor_view<const std::int32_t, cpu>& segments,
+                   std::uint32_t micro_batch, const tensor_view<std::int32_t, cpu>& input_ids,
+                   const tensor_view<std::int32_t, cpu>& labels, const tensor_view<std::uint8_t, cpu>& mask,
+                   index_t& masked) const {
+    const index_t L = tokens.size(1) - 1;
+    if (policy_) {
+      auto masking_options = options_.masking;
+      masking_options.step = step_;
+      masking_options.micro_batch = micro_batch;
+      masking::apply(cpu{}, *policy_, tokens, masking_options, masking::masked_batch_view<cpu>{input_ids, labels, mask},
+                     segments);
+      const std::uint8_t* flags = mask.data();
+      for (index_t i = 0, n = mask.numel(); i < n; ++i) masked += flags[i];
+      return;
+    }
+    copy(cpu{}, tokens.slice(1, 0, L), input_ids);
+    copy(cpu{}, tokens.slice(1, 1, L + 1), labels);
+    fill(cpu{}, mask, std::uint8_t{0});
+    if (options_.masking.pad_id >= 0)
+      for (index_t i = 0, n = labels.numel(); i < n; ++i)
+        if (labels.data()[i] == options_.masking.pad_id) labels.data()[i] = ignore_index;
+  }
+
+  std::string skip_reason(const step_report& report) {
+    if (!std::isfinite(report.loss)) return "loss is " + meap::detail::value_to_string(report.loss);
+    const auto params = model_.parameters();
+    const auto bad = first_nonfinite_gradient(device_, params);
+    std::string reason = bad ? "gradient of '" + bad->parameter + "' is " + meap::detail::value_to_string(bad->value) +
+                                   " at element " + std::to_string(bad->index)
+                             : "gradient norm is " + meap::detail::value_to_string(report.grad_norm);
+    if (P::loss_scaling)
+      reason += " at loss scale " + meap::detail::value_to_string(loss_scale_) + " (lowered to " +
+                meap::detail::value_to_string(std::max(loss_scale_ * options_.loss_scaling.backoff,
+                                                       options_.loss_scaling.min_scale)) +
+                ")";
+    return reason;
+  }
+
+  void update_loss_scale(bool applied, double loss) {
+    if constexpr (P::loss_scaling) {
+      const auto& c = options_.loss_scaling;
+      if (!applied && std::isfinite(loss)) {  // the gradients overflowed at this scale
+        loss_scale_ = std::max(loss_scale_ * c.backoff, c.min_scale);
+        clean_steps_ = 0;
+      } else if (applied && ++clean_steps_ >= c.growth_interval) {
+        loss_scale_ *= c.growth;
+        clean_steps_ = 0;
+      }
+    } else {
+      (void)applied;
+      (void)loss;
+    }
+  }
+
+  model_type& model_;
+  Device device_;
   std::optional<Policy> policy_;
   pretrain_options options_;
-  adamw<T> optimizer_;
+  adamw<P, Device> optimizer_;
   warmup_cosine schedule_;
   std::uint64_t step_;
+  double loss_scale_;
+  std::int64_t clean_steps_ = 0;
+  // The step's inputs on the host (pinned on CUDA), its status on the device, and the report's copy.
+  host_staging<std::int32_t, Device> input_ids_, labels_, segments_;
+  host_staging<std::uint8_t, Device> mask_;
+  tensor<double, Device> status_values_;
+  tensor<std::uint64_t, Device> status_checks_;
+  host_staging<double, Device> report_values_;
+  host_staging<std::uint64_t, Device> report_checks_;
 };
+
+template <class P, class Device, class Policy>
+pretrainer(nn::llama_model<P, Device>&, std::optional<Policy>, const pretrain_options&, std::uint64_t = 0)
+    -> pretrainer<P, Device, Policy>;
+template <class P, class Device, class Policy>
+pretrainer(nn::llama_model<P, Device>&, Policy, const pretrain_options&, std::uint64_t = 0)
+    -> pretrainer<P, Device, Policy>;
+// pretrainer(model, std::nullopt, options): plain next-token prediction.
+template <class P, class Device>
+pretrainer(nn::llama_model<P, Device>&, std::nullopt_t, const pretrain_options&, std::uint64_t = 0)
+    -> pretrainer<P, Device, masking::fixed_ratio>;
 
 }  // namespace meap::train

@@ -13,8 +13,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <mutex>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace meap {
 
@@ -96,5 +98,85 @@ inline int cuda_device_count() noexcept {
 inline bool has_cuda_device() noexcept { return cuda_device_count() > 0; }
 
 inline void synchronize(const cuda& device) { MEAP_CUDA_CHECK(cudaStreamSynchronize(device.stream)); }
+
+// The device's name, e.g. "NVIDIA H200".
+inline std::string cuda_device_name(int ordinal) {
+  cudaDeviceProp properties{};
+  MEAP_CUDA_CHECK(cudaGetDeviceProperties(&properties, ordinal));
+  return properties.name;
+}
+
+// Dense FLOPs per SM and clock, (2 per multiply-add) for a compute capability: on tensor cores
+// with 16-bit inputs and float accumulation, or in float32 on the CUDA cores. From NVIDIA's
+// architecture whitepapers (A100, H100, B200): 1024 / 2048 / 4096 bf16 multiply-adds per SM and
+// clock for sm_8x, sm_90, sm_100; 64 (sm_80) or 128 float multiply-adds otherwise.
+constexpr double cuda_flops_per_sm_clock(int major, int minor, bool tensor_cores) {
+  if (tensor_cores) return major >= 10 ? 8192.0 : major == 9 ? 4096.0 : 2048.0;
+  return (major == 8 && minor == 0) ? 128.0 : 256.0;
+}
+
+// The peak dense FLOP/s of device `ordinal`: SMs x its peak clock x cuda_flops_per_sm_clock.
+// NVIDIA's spec sheets quote bfloat16 at a lower clock than the one the device reports for some
+// parts (989 TFLOP/s for H100 SXM is 132 SMs x 1.83 GHz x 4096), so MFU against this estimate
+// errs low; pass the spec sheet's figure where it matters.
+inline double cuda_peak_flops(int ordinal, bool tensor_cores) {
+  int sms = 0, clock_khz = 0, major = 0, minor = 0;
+  MEAP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, ordinal));
+  MEAP_CUDA_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, ordinal));
+  MEAP_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ordinal));
+  MEAP_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ordinal));
+  return static_cast<double>(sms) * static_cast<double>(clock_khz) * 1e3 *
+         cuda_flops_per_sm_clock(major, minor, tensor_cores);
+}
+
+namespace detail {
+// What meap keeps per stream (the cuBLASLt workspace): released by release_stream_resources.
+using stream_release_hook = void (*)(cudaStream_t) noexcept;
+inline std::vector<stream_release_hook>& stream_release_hooks() {
+  static auto* hooks = new std::vector<stream_release_hook>();  // never destroyed: used at exit
+  return *hooks;
+}
+inline std::mutex& stream_release_mutex() {
+  static auto* mutex = new std::mutex();
+  return *mutex;
+}
+inline void add_stream_release_hook(stream_release_hook hook) {
+  const std::lock_guard lock(stream_release_mutex());
+  auto& hooks = stream_release_hooks();
+  for (const auto existing : hooks)
+    if (existing == hook) return;
+  hooks.push_back(hook);
+}
+}  // namespace detail
+
+// Frees what meap keeps for `stream` (its cuBLASLt workspace), after the stream's work is done.
+// Call it before destroying a stream of your own that meap ran GEMMs on; meap::cuda_stream does.
+inline void release_stream_resources(cudaStream_t stream) {
+  MEAP_CUDA_CHECK(cudaStreamSynchronize(stream));
+  const std::lock_guard lock(detail::stream_release_mutex());
+  for (const auto hook : detail::stream_release_hooks()) hook(stream);
+}
+
+// A CUDA stream on the current device, owned: destroyed (after meap's per-stream resources are
+// released) with the object. Non-blocking with respect to the legacy default stream.
+class cuda_stream {
+ public:
+  cuda_stream() { MEAP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
+  cuda_stream(const cuda_stream&) = delete;
+  cuda_stream& operator=(const cuda_stream&) = delete;
+  ~cuda_stream() {
+    try {
+      release_stream_resources(stream_);
+    } catch (const cuda_error&) {
+      // The context is gone or broken; the stream goes with it.
+    }
+    (void)cudaStreamDestroy(stream_);
+  }
+  cudaStream_t get() const noexcept { return stream_; }
+  meap::cuda device() const noexcept { return meap::cuda(stream_); }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
 
 }  // namespace meap

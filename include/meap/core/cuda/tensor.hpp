@@ -13,6 +13,9 @@
 
 #include <cuda_runtime.h>
 
+#include <string>
+#include <string_view>
+
 namespace meap {
 
 // Stream-ordered allocation (cudaMallocAsync): memory is ready for work enqueued on the same
@@ -35,6 +38,37 @@ struct device_traits<cuda> {
     int ordinal = 0;
     MEAP_CUDA_CHECK(cudaGetDevice(&ordinal));
     return {device_kind::cuda, ordinal};
+  }
+  // Page-locked host memory: cudaMemcpyAsync from it neither waits for the stream (a pageable
+  // upload does) nor blocks the host.
+  static void* allocate_host(const cuda&, std::size_t bytes) {
+    if (bytes == 0) return nullptr;
+    void* pointer = nullptr;
+    MEAP_CUDA_CHECK(cudaMallocHost(&pointer, bytes));
+    return pointer;
+  }
+  static void deallocate_host(const cuda&, void* pointer, std::size_t) noexcept {
+    if (pointer != nullptr && cudaFreeHost(pointer) != cudaSuccess) (void)cudaGetLastError();
+  }
+  // Memory of another GPU than the current one would be read through the wrong device's page
+  // tables (or fault): the current device must be the one the views were made on. cudaGetDevice
+  // reads a thread-local value; it does not wait for the device.
+  // Without a usable device (no driver, no GPU) there is nothing to compare with: the operation's
+  // first CUDA call reports that instead.
+  static void check_current(std::string_view function, std::string_view argument, const device_location& where) {
+    int current = 0;
+    if (cudaGetDevice(&current) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return;
+    }
+    if (where.kind == device_kind::cuda && where.ordinal == current) return;
+    std::string expected("memory on the current CUDA device cuda:");
+    expected.append(std::to_string(current));
+    if (where.kind == device_kind::cuda)
+      expected.append(" (call cudaSetDevice(").append(std::to_string(where.ordinal)).append(") before the call)");
+    std::string got("memory on ");
+    got.append(to_string(where));
+    throw_argument_error(function, argument, got, expected);
   }
 };
 

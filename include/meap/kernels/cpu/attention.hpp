@@ -11,15 +11,20 @@
 // for the backward pass, so no two threads ever write the same element.
 #pragma once
 
+#include <meap/core/device.hpp>
 #include <meap/core/dims.hpp>
+#include <meap/core/dtype.hpp>
 #include <meap/core/parallel.hpp>
-
+#include <meap/core/tensor_view.hpp>
+#include <meap/kernels/backend.hpp>
+#include <meap/kernels/cpu/convert.hpp>
 #include <meap/kernels/cpu/eigen.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string_view>
 #include <vector>
 
 namespace meap::detail::cpu_impl {
@@ -320,3 +325,66 @@ void attention_probe(const attention_shape& s, const A* q, const A* k, const std
 }
 
 }  // namespace meap::detail::cpu_impl
+
+namespace meap::detail {
+
+// The front doors of kernels/attention.hpp on the host: 16-bit views are widened to float (and
+// outputs rounded once), then the kernels above run in the accumulate type.
+template <>
+struct attention_kernels<cpu> {
+  template <class T>
+  static void check_limits(std::string_view, const cpu_impl::attention_shape&) noexcept {}
+
+  template <class A, class Options>
+  static A scale_of(const Options& options, index_t head_dim) {
+    return static_cast<A>(options.scale ? *options.scale : 1.0 / std::sqrt(static_cast<double>(head_dim)));
+  }
+  template <class Options>
+  static const std::int32_t* segments_of(const Options& options) {
+    return options.segment_ids.rank() != 0 ? options.segment_ids.data() : nullptr;
+  }
+
+  template <class T>
+  static void forward(const cpu&, std::string_view, const cpu_impl::attention_shape& s,
+                      const tensor_view<const T, cpu>& q, const tensor_view<const T, cpu>& k,
+                      const tensor_view<const T, cpu>& v, const tensor_view<T, cpu>& out,
+                      const tensor_view<accumulate_t<T>, cpu>& lse, const attention_options<cpu>& options) {
+    using A = accumulate_t<T>;
+    const cpu_impl::widened<A, T> q_a(q), k_a(k), v_a(v);
+    const cpu_impl::narrowed<A, T> out_a(out);
+    cpu_impl::attention_forward<A>(s, q_a.data(), k_a.data(), v_a.data(), segments_of(options),
+                                   scale_of<A>(options, s.head_dim), out_a.data(), lse.data());
+    out_a.store();
+  }
+
+  template <class T>
+  static void backward(const cpu&, std::string_view, const cpu_impl::attention_shape& s,
+                       const tensor_view<const T, cpu>& q, const tensor_view<const T, cpu>& k,
+                       const tensor_view<const T, cpu>& v, const tensor_view<const T, cpu>& out,
+                       const tensor_view<const accumulate_t<T>, cpu>& lse, const tensor_view<const T, cpu>& d_out,
+                       const tensor_view<T, cpu>& d_q, const tensor_view<T, cpu>& d_k, const tensor_view<T, cpu>& d_v,
+                       const attention_options<cpu>& options) {
+    using A = accumulate_t<T>;
+    const cpu_impl::widened<A, T> q_a(q), k_a(k), v_a(v), out_a(out), d_out_a(d_out);
+    const cpu_impl::narrowed<A, T> d_q_a(d_q), d_k_a(d_k), d_v_a(d_v);
+    cpu_impl::attention_backward<A>(s, q_a.data(), k_a.data(), v_a.data(), out_a.data(), lse.data(), d_out_a.data(),
+                                    segments_of(options), scale_of<A>(options, s.head_dim), d_q_a.data(),
+                                    d_k_a.data(), d_v_a.data());
+    d_q_a.store();
+    d_k_a.store();
+    d_v_a.store();
+  }
+
+  // probabilities (B, Hq, T, T) or key_mass (B, Hq, T), whichever is not null.
+  template <class T>
+  static void probe(const cpu&, std::string_view, const cpu_impl::attention_shape& s, const tensor_view<const T, cpu>& q,
+                    const tensor_view<const T, cpu>& k, accumulate_t<T>* probabilities, accumulate_t<T>* key_mass,
+                    const attention_options<cpu>& options) {
+    using A = accumulate_t<T>;
+    const cpu_impl::widened<A, T> q_a(q), k_a(k);
+    cpu_impl::attention_probe<A>(s, q_a.data(), k_a.data(), segments_of(options), scale_of<A>(options, s.head_dim),
+                                 probabilities, key_mass);
+  }
+};
+
+}  // namespace meap::detail

@@ -1,15 +1,17 @@
-// meap/kernels/cuda/attention.hpp: the meap::cuda overloads of <meap/kernels/attention.hpp>:
+// meap/kernels/cuda/attention.hpp: the meap::cuda implementation behind <meap/kernels/attention.hpp>:
 // causal attention forward and backward with GQA and segment ids, and the probe
-// (attention_probabilities, attention_key_mass). Same signatures, semantics, argument checks and
-// error messages as the meap::cpu versions; the CPU kernel is the test oracle. See
+// (attention_probabilities, attention_key_mass). The front door checks the arguments for every
+// device; this adds the CUDA limits (grid sizes, no float64, compute capability 8.0+, kernels
+// built for sm_80+). The CPU kernel (kernels/cpu/attention.hpp) is the test oracle. See
 // docs/kernels.md ("CUDA attention") for the design and the tiles.
 //
 //   q: (B, T, Hq, D)   k, v: (B, T, Hkv, D)   out: (B, T, Hq, D)   lse: (B, Hq, T) float
 //   segment_ids: (B, T) int32 (optional), all on one CUDA device; work is enqueued on the tag's
 //   stream and the functions return without synchronizing (scratch memory is freed stream-ordered).
 //
-// Paths (chosen per call, see choose_path in attention_plan.hpp):
-//   * half / bfloat16 with D % 8 == 0 and 16-byte-aligned views: tensor cores (mma.sync, sm_80+),
+// Paths (chosen per call by attention_options::path; attention_kernel_path() tells which):
+//   * half / bfloat16 with D % 8 == 0 and 16-byte-aligned views, kernels compiled for sm_80+:
+//     tensor cores (mma.sync),
 //     FlashAttention-2 style, fp32 accumulation and softmax; D = 64 and 128 are specialized, other
 //     D run on the next bucket (64, 128, 256) with the extra columns zero-filled.
 //   * float, and half / bfloat16 views the tensor-core path cannot take: float FMA kernels.
@@ -33,6 +35,8 @@
 #include <meap/core/tensor.hpp>
 #include <meap/core/tensor_view.hpp>
 #include <meap/kernels/attention.hpp>
+#include <meap/kernels/backend.hpp>
+#include <meap/kernels/options.hpp>
 #include <meap/kernels/cuda/attention_plan.hpp>
 #include <meap/kernels/cuda/attention_simt.cuh>
 #include <meap/kernels/cuda/attention_tc.cuh>
@@ -51,91 +55,20 @@
 
 namespace meap {
 
-// What the allocating attention_forward returns on meap::cuda (device tensors).
-template <class T>
-struct cuda_attention_result {
-  tensor<T, cuda> out;                // (B, T, Hq, D)
-  tensor<accumulate_t<T>, cuda> lse;  // (B, Hq, T)
-};
-
 namespace detail::cuda_attention {
 
+// The limits of the launch grids and of float64, checked before any CUDA call (so that the
+// argument test runs without a GPU).
 template <class E>
-void reject_double(std::string_view function) {
+void check_limits(std::string_view function, const cpu_impl::attention_shape& s) {
   if constexpr (std::is_same_v<std::remove_const_t<E>, double>)
     throw_argument_error(function, "q", std::string("dtype float64"),
                          "float32, float16 or bfloat16 (meap::cuda has no float64 attention; use meap::cpu for "
                          "double)");
-}
-
-// "cuda:1": built with append (GCC 12 at -O3 reports a bogus -Wrestrict in the inlined
-// `"literal" + std::string&&` of meap::to_string(device_location), and nvcc's host pass gets no
-// -Wno-restrict from meap's build).
-inline std::string location_text(const device_location& where) {
-  std::string text(where.kind == device_kind::cpu ? "cpu" : "cuda");
-  if (where.kind != device_kind::cpu) {
-    text.append(":");
-    text.append(std::to_string(where.ordinal));
-  }
-  return text;
-}
-
-// check_same_device's check and message.
-template <class A, class B>
-void check_same_location(std::string_view function, std::string_view name_a, const tensor_view<A, cuda>& a,
-                         std::string_view name_b, const tensor_view<B, cuda>& b) {
-  if (a.location() == b.location()) return;
-  std::string got("memory on ");
-  got.append(location_text(b.location()));
-  std::string expected("memory on ");
-  expected.append(location_text(a.location())).append(", where '").append(name_a).append("' lives (device mismatch)");
-  throw_argument_error(function, name_b, got, expected);
-}
-
-// The CUDA twin of detail::check_attention_inputs: the same checks and messages, plus every view
-// on q's device and the grid limits.
-template <class E>
-cpu_impl::attention_shape check_inputs(std::string_view function, const tensor_view<const E, cuda>& q,
-                                       const tensor_view<const E, cuda>& k, const tensor_view<const E, cuda>* v,
-                                       const attention_options<cuda>& options) {
-  reject_double<E>(function);
-  check_argument(q.rank() == 4, function, "q", "shape " + to_string(q.shape()), "a rank-4 shape (B, T, Hq, D)");
-  const index_t B = q.size(0), T = q.size(1), Hq = q.size(2), D = q.size(3);
-  check_argument(1 <= D && D <= max_attention_head_dim, function, "q", "head dim D = " + std::to_string(D),
-                 "1 <= D <= " + std::to_string(max_attention_head_dim) + " (the last axis of q)");
-  check_argument(k.rank() == 4 && k.size(0) == B && k.size(1) == T && k.size(3) == D, function, "k",
-                 "shape " + to_string(k.shape()),
-                 "shape (B, T, Hkv, D) = (" + std::to_string(B) + ", " + std::to_string(T) + ", Hkv, " +
-                     std::to_string(D) + "), matching q " + to_string(q.shape()));
-  const index_t Hkv = k.size(2);
-  check_argument(Hkv >= 1 && Hq >= 1 && Hq % Hkv == 0, function, "k", "Hkv = " + std::to_string(Hkv),
-                 "a kv head count that divides Hq = " + std::to_string(Hq) + " (GQA groups of equal size)");
-  if (v != nullptr) check_shape(function, "v", *v, k.shape());
-  check_contiguous(function, "q", q);
-  check_contiguous(function, "k", k);
-  if (v != nullptr) check_contiguous(function, "v", *v);
-  if (options.segment_ids.rank() != 0) {
-    check_shape(function, "segment_ids", options.segment_ids, dims{B, T});
-    check_contiguous(function, "segment_ids", options.segment_ids);
-  }
-  if (options.scale)
-    check_argument(std::isfinite(*options.scale) && *options.scale > 0, function, "scale", *options.scale,
-                   "a finite positive scale (or none, for 1 / sqrt(D))");
-  check_same_location(function, "q", q, "k", k);
-  if (v != nullptr) check_same_location(function, "q", q, "v", *v);
-  if (options.segment_ids.rank() != 0) check_same_location(function, "q", q, "segment_ids", options.segment_ids);
-  check_argument(T <= max_sequence_length, function, "q", "length T = " + std::to_string(T),
+  check_argument(s.length <= max_sequence_length, function, "q", "length T = " + std::to_string(s.length),
                  "T <= " + std::to_string(max_sequence_length) + " on meap::cuda (65535 row blocks of the launch grid)");
-  check_argument(B * Hq * 2 <= max_grid_x, function, "q", "B * Hq = " + std::to_string(B * Hq),
+  check_argument(s.batch * s.q_heads * 2 <= max_grid_x, function, "q", "B * Hq = " + std::to_string(s.batch * s.q_heads),
                  "B * Hq <= " + std::to_string(max_grid_x / 2) + " on meap::cuda (the launch grid)");
-  return {B, T, Hq, Hkv, D};
-}
-
-template <class T, class U>
-void check_output_on(std::string_view function, const tensor_view<const T, cuda>& q, std::string_view argument,
-                     const tensor_view<U, cuda>& view, const dims& expected) {
-  detail::check_output(function, argument, view, expected);
-  check_same_location(function, "q", q, argument, view);
 }
 
 // Compute capability major version of the current device, cached per ordinal.
@@ -159,6 +92,52 @@ inline void check_compute_capability(std::string_view function) {
 }
 
 inline bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
+
+// The virtual architecture (PTX version x 10, e.g. 800) the tensor-core kernels that run on the
+// current device were generated for, cached per device. Below 800 their bodies are traps (the
+// mma.sync / ldmatrix / cp.async wrappers in attention_mma.cuh compile to __trap() there): a
+// consumer built for sm_75 only, say, gets PTX for compute_75 that the driver compiles for an
+// H100. cudaFuncGetAttributes reads the attributes of the image the runtime picked for the device
+// (it does not launch or wait); the front door asks before the first launch.
+inline int tensor_core_architecture() {
+  static std::array<std::atomic<int>, 64> cached{};  // 0: not queried yet
+  int ordinal = 0;
+  MEAP_CUDA_CHECK(cudaGetDevice(&ordinal));
+  if (ordinal < 64) {
+    const int known = cached[static_cast<std::size_t>(ordinal)].load(std::memory_order_relaxed);
+    if (known != 0) return known;
+  }
+  cudaFuncAttributes attributes{};
+  MEAP_CUDA_CHECK(cudaFuncGetAttributes(&attributes, tc_forward_kernel<__nv_bfloat16, 64>));
+  const int architecture = attributes.ptxVersion * 10;
+  if (ordinal < 64) cached[static_cast<std::size_t>(ordinal)].store(architecture, std::memory_order_relaxed);
+  return architecture;
+}
+
+// Why the tensor-core kernels cannot take a call (empty: they can). Asks the device last.
+inline std::string tensor_core_obstacle(bool sixteen_bit, index_t head_dim, bool aligned) {
+  if (!sixteen_bit) return "float32 inputs (the tensor-core kernels take half or bfloat16)";
+  if (head_dim % 8 != 0) return "head dim D = " + std::to_string(head_dim) + ", not a multiple of 8";
+  if (!aligned) return "a view whose data is not 16-byte aligned";
+  const int architecture = tensor_core_architecture();
+  if (architecture < 800)
+    return "kernels compiled for compute_" + std::to_string(architecture / 10) +
+           " (they need sm_80 or newer: list 80 or above in CUDA_ARCHITECTURES)";
+  return {};
+}
+
+// The path a call takes under options.path; throws for tensor_cores when they cannot run.
+inline path decide_path(std::string_view function, attention_path wanted, bool sixteen_bit, index_t head_dim,
+                        bool aligned) {
+  if (wanted == attention_path::fma) return path::simt;
+  const std::string obstacle = tensor_core_obstacle(sixteen_bit, head_dim, aligned);
+  if (obstacle.empty()) return path::tensor_core;
+  if (wanted == attention_path::tensor_cores)
+    throw_argument_error(function, "options.path", "tensor_cores with " + obstacle,
+                         "half or bfloat16 views, 16-byte aligned, D % 8 == 0, and kernels built for sm_80+ "
+                         "(or attention_path::automatic)");
+  return path::simt;
+}
 
 template <class T>
 attention_params params_for(const cpu_impl::attention_shape& s, const attention_options<cuda>& options) {
@@ -225,8 +204,9 @@ void forward(const cuda& device, const cpu_impl::attention_shape& s, const T* q,
   p.out_write = out;
   p.lse_write = lse;
   const auto table = segment_table(device, options, p);
-  const bool tensor_cores = choose_path(sizeof(T) == 2, s.head_dim, aligned_16(q) && aligned_16(k) && aligned_16(v) &&
-                                                                        aligned_16(out)) == path::tensor_core;
+  const bool tensor_cores =
+      decide_path("meap::attention_forward", options.path, sizeof(T) == 2, s.head_dim,
+                  aligned_16(q) && aligned_16(k) && aligned_16(v) && aligned_16(out)) == path::tensor_core;
   with_bucket(p.head_dim, [&](auto bucket) {
     constexpr int Bucket = decltype(bucket)::value;
     if constexpr (sizeof(T) == 2) {
@@ -268,9 +248,10 @@ void backward(const cuda& device, const cpu_impl::attention_shape& s, const T* q
   delta_kernel<E><<<delta_blocks, 256, 0, device.stream>>>(p);
   MEAP_CUDA_CHECK(cudaGetLastError());
 
-  const bool tensor_cores = choose_path(sizeof(T) == 2, s.head_dim,
-                                        aligned_16(q) && aligned_16(k) && aligned_16(v) && aligned_16(d_out) &&
-                                            aligned_16(d_q) && aligned_16(d_k) && aligned_16(d_v)) == path::tensor_core;
+  const bool tensor_cores =
+      decide_path("meap::attention_backward", options.path, sizeof(T) == 2, s.head_dim,
+                  aligned_16(q) && aligned_16(k) && aligned_16(v) && aligned_16(d_out) && aligned_16(d_q) &&
+                      aligned_16(d_k) && aligned_16(d_v)) == path::tensor_core;
   with_bucket(p.head_dim, [&](auto bucket) {
     constexpr int Bucket = decltype(bucket)::value;
     if constexpr (sizeof(T) == 2) {
@@ -322,105 +303,68 @@ void probe(const cuda& device, const cpu_impl::attention_shape& s, const T* q, c
 
 }  // namespace detail::cuda_attention
 
-// Forward pass into caller memory. out: (B, T, Hq, D), lse: (B, Hq, T).
-template <floating_element T>
-void attention_forward(const cuda& device, std::type_identity_t<tensor_view<const T, cuda>> q,
-                       std::type_identity_t<tensor_view<const T, cuda>> k,
-                       std::type_identity_t<tensor_view<const T, cuda>> v, const tensor_view<T, cuda>& out,
-                       const tensor_view<accumulate_t<T>, cuda>& lse, const attention_options<cuda>& options = {}) {
-  namespace impl = detail::cuda_attention;
-  constexpr std::string_view function = "meap::attention_forward";
-  const auto s = impl::check_inputs<T>(function, q, k, &v, options);
-  impl::check_output_on(function, q, "out", out, q.shape());
-  impl::check_output_on(function, q, "lse", lse, dims{s.batch, s.q_heads, s.length});
-  if (q.empty()) return;
-  if constexpr (!std::is_same_v<T, double>) {
-    impl::check_compute_capability(function);
-    impl::forward<T>(device, s, q.data(), k.data(), v.data(), out.data(), lse.data(), options);
+template <>
+struct detail::attention_kernels<cuda> {
+  template <class T>
+  static void check_limits(std::string_view function, const cpu_impl::attention_shape& s) {
+    cuda_attention::check_limits<T>(function, s);
   }
-}
 
-// Forward pass into new device tensors. T is taken from q (const or not); k and v must match it.
+  template <class T>
+  static void forward(const cuda& device, std::string_view function, const cpu_impl::attention_shape& s,
+                      const tensor_view<const T, cuda>& q, const tensor_view<const T, cuda>& k,
+                      const tensor_view<const T, cuda>& v, const tensor_view<T, cuda>& out,
+                      const tensor_view<accumulate_t<T>, cuda>& lse, const attention_options<cuda>& options) {
+    if constexpr (!std::is_same_v<T, double>) {  // (double was rejected by check_limits)
+      cuda_attention::check_compute_capability(function);
+      cuda_attention::forward<T>(device, s, q.data(), k.data(), v.data(), out.data(), lse.data(), options);
+    }
+  }
+
+  template <class T>
+  static void backward(const cuda& device, std::string_view function, const cpu_impl::attention_shape& s,
+                       const tensor_view<const T, cuda>& q, const tensor_view<const T, cuda>& k,
+                       const tensor_view<const T, cuda>& v, const tensor_view<const T, cuda>& out,
+                       const tensor_view<const accumulate_t<T>, cuda>& lse, const tensor_view<const T, cuda>& d_out,
+                       const tensor_view<T, cuda>& d_q, const tensor_view<T, cuda>& d_k, const tensor_view<T, cuda>& d_v,
+                       const attention_options<cuda>& options) {
+    if constexpr (!std::is_same_v<T, double>) {
+      cuda_attention::check_compute_capability(function);
+      cuda_attention::backward<T>(device, s, q.data(), k.data(), v.data(), out.data(), lse.data(), d_out.data(),
+                                  d_q.data(), d_k.data(), d_v.data(), options);
+    }
+  }
+
+  // probabilities (B, Hq, T, T) or key_mass (B, Hq, T), whichever is not null. Float for every
+  // element type (the float-FMA kernels).
+  template <class T>
+  static void probe(const cuda& device, std::string_view function, const cpu_impl::attention_shape& s,
+                    const tensor_view<const T, cuda>& q, const tensor_view<const T, cuda>& k,
+                    accumulate_t<T>* probabilities, accumulate_t<T>* key_mass, const attention_options<cuda>& options) {
+    if constexpr (!std::is_same_v<T, double>) {
+      cuda_attention::check_compute_capability(function);
+      cuda_attention::probe<T>(device, s, q.data(), k.data(), probabilities, key_mass, options);
+    }
+  }
+};
+
+// Which kernels attention_forward would run for these views and options on the current device:
+// attention_path::tensor_cores or attention_path::fma (never automatic). Throws what
+// attention_forward would throw for options.path = tensor_cores when they cannot run.
 template <class T>
-  requires floating_element<std::remove_const_t<T>>
-cuda_attention_result<std::remove_const_t<T>> attention_forward(const cuda& device, const tensor_view<T, cuda>& q,
-                                                                std::type_identity_t<tensor_view<T, cuda>> k,
-                                                                std::type_identity_t<tensor_view<T, cuda>> v,
-                                                                const attention_options<cuda>& options = {}) {
-  using U = std::remove_const_t<T>;
-  detail::cuda_attention::reject_double<U>("meap::attention_forward");
-  check_argument(q.rank() == 4, "meap::attention_forward", "q", "shape " + to_string(q.shape()),
-                 "a rank-4 shape (B, T, Hq, D)");
-  cuda_attention_result<U> result{tensor<U, cuda>(device, q.shape()),
-                                  tensor<accumulate_t<U>, cuda>(device, dims{q.size(0), q.size(2), q.size(1)})};
-  attention_forward<U>(device, q, k, v, result.out.view(), result.lse.view(), options);
-  return result;
-}
-
-// Backward pass. Given the forward's inputs, its out and lse, and d_out = dL/d(out), writes
-// d_q (B, T, Hq, D) and d_k, d_v (B, T, Hkv, D). Use the same options as the forward pass.
-template <floating_element T>
-void attention_backward(const cuda& device, std::type_identity_t<tensor_view<const T, cuda>> q,
-                        std::type_identity_t<tensor_view<const T, cuda>> k,
-                        std::type_identity_t<tensor_view<const T, cuda>> v,
-                        std::type_identity_t<tensor_view<const T, cuda>> out,
-                        std::type_identity_t<tensor_view<const accumulate_t<T>, cuda>> lse,
-                        std::type_identity_t<tensor_view<const T, cuda>> d_out, const tensor_view<T, cuda>& d_q,
-                        std::type_identity_t<tensor_view<T, cuda>> d_k, std::type_identity_t<tensor_view<T, cuda>> d_v,
-                        const attention_options<cuda>& options = {}) {
+  requires floating_element<T>
+attention_path attention_kernel_path(const tensor_view<const T, cuda>& q, const tensor_view<const T, cuda>& k,
+                                     const tensor_view<const T, cuda>& v, const tensor_view<T, cuda>& out,
+                                     const attention_options<cuda>& options = {}) {
   namespace impl = detail::cuda_attention;
-  constexpr std::string_view function = "meap::attention_backward";
-  const auto s = impl::check_inputs<T>(function, q, k, &v, options);
-  impl::check_output_on(function, q, "out", out, q.shape());
-  impl::check_output_on(function, q, "lse", lse, dims{s.batch, s.q_heads, s.length});
-  impl::check_output_on(function, q, "d_out", d_out, q.shape());
-  impl::check_output_on(function, q, "d_q", d_q, q.shape());
-  impl::check_output_on(function, q, "d_k", d_k, k.shape());
-  impl::check_output_on(function, q, "d_v", d_v, k.shape());
-  if (q.empty()) return;
-  if constexpr (!std::is_same_v<T, double>) {
-    impl::check_compute_capability(function);
-    impl::backward<T>(device, s, q.data(), k.data(), v.data(), out.data(), lse.data(), d_out.data(), d_q.data(),
-                      d_k.data(), d_v.data(), options);
-  }
-}
-
-// Probe for analysis (O(T^2) memory): P[b, h, i, j] (B, Hq, T, T), 0 where masked. Float for
-// every element type (the CPU gives accumulate_t<T>, the same except for double).
-template <class T>
-  requires floating_element<std::remove_const_t<T>>
-void attention_probabilities(const cuda& device, const tensor_view<T, cuda>& q, std::type_identity_t<tensor_view<T, cuda>> k,
-                             const tensor_view<accumulate_t<std::remove_const_t<T>>, cuda>& probabilities,
-                             const attention_options<cuda>& options = {}) {
-  using U = std::remove_const_t<T>;
-  namespace impl = detail::cuda_attention;
-  constexpr std::string_view function = "meap::attention_probabilities";
-  const auto s = impl::check_inputs<U>(function, q, k, nullptr, options);
-  impl::check_output_on<U>(function, q, "probabilities", probabilities, dims{s.batch, s.q_heads, s.length, s.length});
-  if (q.empty()) return;
-  if constexpr (!std::is_same_v<U, double>) {
-    impl::check_compute_capability(function);
-    impl::probe<U>(device, s, q.data(), k.data(), probabilities.data(), nullptr, options);
-  }
-}
-
-// Probe: key_mass[b, h, j] = sum_i P[b, h, i, j] (B, Hq, T), in O(T) memory, deterministic (one
-// CTA owns each key block and sums its query blocks in order).
-template <class T>
-  requires floating_element<std::remove_const_t<T>>
-void attention_key_mass(const cuda& device, const tensor_view<T, cuda>& q, std::type_identity_t<tensor_view<T, cuda>> k,
-                        const tensor_view<accumulate_t<std::remove_const_t<T>>, cuda>& key_mass,
-                        const attention_options<cuda>& options = {}) {
-  using U = std::remove_const_t<T>;
-  namespace impl = detail::cuda_attention;
-  constexpr std::string_view function = "meap::attention_key_mass";
-  const auto s = impl::check_inputs<U>(function, q, k, nullptr, options);
-  impl::check_output_on<U>(function, q, "key_mass", key_mass, dims{s.batch, s.q_heads, s.length});
-  if (q.empty()) return;
-  if constexpr (!std::is_same_v<U, double>) {
-    impl::check_compute_capability(function);
-    impl::probe<U>(device, s, q.data(), k.data(), nullptr, key_mass.data(), options);
-  }
+  constexpr std::string_view function = "meap::attention_kernel_path";
+  const auto s = detail::check_attention_inputs<T, cuda>(function, q, k, &v, options);
+  impl::check_limits<T>(function, s);
+  const bool aligned = impl::aligned_16(q.data()) && impl::aligned_16(k.data()) && impl::aligned_16(v.data()) &&
+                       impl::aligned_16(out.data());
+  return impl::decide_path(function, options.path, sizeof(T) == 2, s.head_dim, aligned) == detail::cuda_attention::path::tensor_core
+             ? attention_path::tensor_cores
+             : attention_path::fma;
 }
 
 }  // namespace meap

@@ -8,14 +8,16 @@
 // beta = 0 never reads C, so C may hold garbage (NaN), as BLAS specifies.
 //
 // cuBLASLt is column-major: the call computes C^T = op(B)^T op(A)^T, which is the same memory
-// (kernels/cuda/plan.hpp: to_column_major, tested on the host). One cublasLt handle per device
-// and one 32 MiB workspace per (device, stream) are created on first use and cached for the
-// process (a workspace must not be shared by two streams that run at once), as is, per shape,
-// dtype and pointer alignment, the matmul descriptor and the algorithm the heuristic picked: a
-// repeated GEMM costs one cublasLtMatmul call, and always runs the same algorithm, so results
-// are bitwise reproducible run to run on one GPU. release_cublaslt_resources() frees the caches
-// (e.g. before a leak check); otherwise they live until the process ends, because CUDA objects
-// must not be destroyed from static destructors that run after the runtime has shut down.
+// (kernels/cuda/plan.hpp: to_column_major, tested on the host). One cublasLt handle per device is
+// created on first use and cached for the process, as is, per shape, dtype and pointer alignment,
+// the matmul descriptor and the algorithm the heuristic picked: a repeated GEMM costs one
+// cublasLtMatmul call, and always runs the same algorithm, so results are bitwise reproducible
+// run to run on one GPU. A 32 MiB workspace is kept per (device, stream) (two streams running at
+// once must not share one): at most 8 of them, the least recently used freed when a ninth stream
+// comes; meap::release_stream_resources(stream) (called by meap::cuda_stream's destructor) frees a
+// stream's at once. release_cublaslt_resources() frees every cache (e.g. before a leak check);
+// otherwise they live until the process ends, because CUDA objects must not be destroyed from
+// static destructors that run after the runtime has shut down.
 // Part of <meap/cuda.hpp>; compiled by nvcc only.
 #pragma once
 #if !defined(__CUDACC__)
@@ -36,6 +38,8 @@
 
 #include <cmath>
 #include <compare>
+#include <cstdint>
+#include <iterator>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -135,7 +139,8 @@ struct gemm_plan {
 class cublaslt_cache {
  public:
   static constexpr std::size_t workspace_bytes = std::size_t{32} << 20;  // NVIDIA's recommendation for Hopper
-  static constexpr std::size_t max_plans = 4096;                       // shapes; beyond that, start over
+  static constexpr std::size_t max_workspaces = 8;                      // streams; beyond that, the least recent goes
+  static constexpr std::size_t max_plans = 4096;                        // shapes; beyond that, start over
 
   static cublaslt_cache& instance() {
     // Never destroyed: see the top of this file.
@@ -148,11 +153,44 @@ class cublaslt_cache {
     return handle_locked(device);
   }
 
-  std::pair<void*, std::size_t> workspace(int device, cudaStream_t stream) {
+  // The workspace of (device, stream). Shared: a GEMM holds it while it enqueues, so that an
+  // eviction meanwhile frees it only afterwards (cudaFree waits for the work that uses it).
+  std::shared_ptr<void> workspace(int device, cudaStream_t stream) {
+    add_stream_release_hook(&release_stream_hook);
     const std::lock_guard lock(mutex_);
-    auto& slot = workspaces_[{device, stream}];
-    if (slot == nullptr) MEAP_CUDA_CHECK(cudaMalloc(&slot, workspace_bytes));
-    return {slot, workspace_bytes};
+    auto& entry = workspaces_[{device, stream}];
+    entry.last_use = ++clock_;
+    if (entry.memory != nullptr) return entry.memory;
+    if (workspaces_.size() > max_workspaces) {
+      auto oldest = workspaces_.end();
+      for (auto it = workspaces_.begin(); it != workspaces_.end(); ++it)
+        if (it->second.memory != nullptr && (oldest == workspaces_.end() || it->second.last_use < oldest->second.last_use))
+          oldest = it;
+      if (oldest != workspaces_.end()) workspaces_.erase(oldest);
+    }
+    void* pointer = nullptr;
+    MEAP_CUDA_CHECK(cudaMalloc(&pointer, workspace_bytes));
+    entry.memory = std::shared_ptr<void>(pointer, [device](void* p) {
+      int current = 0;
+      if (cudaGetDevice(&current) == cudaSuccess && cudaSetDevice(device) == cudaSuccess) {
+        (void)cudaFree(p);
+        (void)cudaSetDevice(current);
+      }
+      (void)cudaGetLastError();
+    });
+    return entry.memory;
+  }
+
+  // Frees the workspaces of `stream` (on every device), once no GEMM holds them.
+  void release_stream(cudaStream_t stream) {
+    const std::lock_guard lock(mutex_);
+    for (auto it = workspaces_.begin(); it != workspaces_.end();)
+      it = it->first.second == stream ? workspaces_.erase(it) : std::next(it);
+  }
+
+  std::size_t workspace_count() {
+    const std::lock_guard lock(mutex_);
+    return workspaces_.size();
   }
 
   // The plan for `key`, made on first use by `make(handle, plan)`. Shared: a caller keeps its plan
@@ -174,18 +212,29 @@ class cublaslt_cache {
     plans_.clear();
     int current = 0;
     MEAP_CUDA_CHECK(cudaGetDevice(&current));
-    for (auto& [where, pointer] : workspaces_) {
+    for (const auto& [where, entry] : workspaces_) {
       MEAP_CUDA_CHECK(cudaSetDevice(where.first));
       MEAP_CUDA_CHECK(cudaDeviceSynchronize());
-      MEAP_CUDA_CHECK(cudaFree(pointer));
     }
+    MEAP_CUDA_CHECK(cudaSetDevice(current));
     workspaces_.clear();
     for (auto& [device, h] : handles_) MEAP_CUBLAS_CHECK(cublasLtDestroy(h));
     handles_.clear();
-    MEAP_CUDA_CHECK(cudaSetDevice(current));
   }
 
  private:
+  struct workspace_entry {
+    std::shared_ptr<void> memory;
+    std::uint64_t last_use = 0;
+  };
+
+  static void release_stream_hook(cudaStream_t stream) noexcept {
+    try {
+      instance().release_stream(stream);
+    } catch (...) {
+    }
+  }
+
   cublasLtHandle_t handle_locked(int device) {
     auto& h = handles_[device];
     if (h == nullptr) MEAP_CUBLAS_CHECK(cublasLtCreate(&h));
@@ -194,7 +243,8 @@ class cublaslt_cache {
 
   std::mutex mutex_;
   std::map<int, cublasLtHandle_t> handles_;
-  std::map<std::pair<int, cudaStream_t>, void*> workspaces_;
+  std::map<std::pair<int, cudaStream_t>, workspace_entry> workspaces_;
+  std::uint64_t clock_ = 0;
   std::map<gemm_key, std::shared_ptr<const gemm_plan>> plans_;
 };
 
@@ -244,7 +294,8 @@ void gemm(const cuda& device, gemm_transpose trans_a, gemm_transpose trans_b, in
   key.align_c = cuda_plan::pointer_alignment(reinterpret_cast<std::uintptr_t>(c));
 
   auto& cache = cublaslt_cache::instance();
-  const std::pair<void*, std::size_t> workspace = cache.workspace(key.device, device.stream);
+  const std::shared_ptr<void> workspace_memory = cache.workspace(key.device, device.stream);
+  const std::pair<void*, std::size_t> workspace{workspace_memory.get(), cublaslt_cache::workspace_bytes};
   const auto plan = cache.plan(key, [&](cublasLtHandle_t handle, gemm_plan& made) {
     MEAP_CUBLAS_CHECK(cublasLtMatmulDescCreate(&made.desc, static_cast<cublasComputeType_t>(key.compute), CUDA_R_32F));
     const cublasOperation_t op_a = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -331,8 +382,7 @@ void gemm(const cuda& device, std::type_identity_t<tensor_view<const T, cuda>> a
   check_argument(std::isfinite(options.alpha) && std::isfinite(options.beta), function, "options",
                  "alpha = " + std::to_string(options.alpha) + ", beta = " + std::to_string(options.beta),
                  "finite scalars");
-  detail::cuda_impl::check_colocated(function, "a", a, "b", b);
-  detail::cuda_impl::check_colocated(function, "a", a, "c", c);
+  check_colocated<cuda>(function, {at("a", a), at("b", b), at("c", c)});
   detail::cuda_impl::gemm<T, C>(device, trans_a, trans_b, m, n, k, a.data(), detail::cuda_impl::row_stride(a),
                                 b.data(), detail::cuda_impl::row_stride(b), c.data(), detail::cuda_impl::row_stride(c),
                                 options);
@@ -341,5 +391,8 @@ void gemm(const cuda& device, std::type_identity_t<tensor_view<const T, cuda>> a
 // Frees the cached cuBLASLt handles, workspaces and plans (waiting for the devices first). The
 // next GEMM creates them again.
 inline void release_cublaslt_resources() { detail::cuda_impl::cublaslt_cache::instance().release(); }
+
+// How many per-stream cuBLASLt workspaces meap holds now (at most 8).
+inline std::size_t cublaslt_workspace_count() { return detail::cuda_impl::cublaslt_cache::instance().workspace_count(); }
 
 }  // namespace meap

@@ -1,10 +1,11 @@
-// meap/kernels/cuda/rmsnorm.hpp: the meap::cuda twin of <meap/kernels/rmsnorm.hpp>.
+// meap/kernels/cuda/rmsnorm.hpp: the meap::cuda implementation behind <meap/kernels/rmsnorm.hpp>.
+// Its CPU twin is kernels/cpu/rmsnorm.hpp.
 //
 //   x, y: (N, d)   w: (d)   inv_rms: (N) float, saved by the forward for the backward
 //   y = x / sqrt(mean(x^2) + eps) * w
 //
-// Same checks and messages as the CPU. T is float, half or bfloat16, computed in float; inv_rms
-// is float for every T (a 16-bit copy would cost the backward its precision). Backward
+// T is float, half or bfloat16, computed in float; inv_rms is float (accumulate_t<T>) for every T
+// (a 16-bit copy would cost the backward its precision). Backward
 // overwrites dx and accumulates dw (T, or float for 16-bit T). dw is summed over fixed chunks of
 // 64 rows and then over the chunks in order, as on the CPU: no atomics, the same bits every run.
 // Part of <meap/cuda.hpp>; compiled by nvcc only.
@@ -17,8 +18,10 @@
 #include <meap/core/error.hpp>
 #include <meap/core/tensor.hpp>
 #include <meap/core/tensor_view.hpp>
+#include <meap/kernels/backend.hpp>
 #include <meap/kernels/cuda/plan.hpp>
 #include <meap/kernels/cuda/support.hpp>
+#include <meap/kernels/rmsnorm.hpp>
 
 #include <cub/block/block_reduce.cuh>
 #include <cuda_runtime.h>
@@ -86,18 +89,21 @@ __global__ void __launch_bounds__(Threads) rmsnorm_dx_kernel(const T* x, const T
 }
 
 // partial (chunks, d): partial[c][i] = sum over the rows n of chunk c, in order, of dy x r.
-// Grid: (ceil(d / Threads), chunks); one thread per (chunk, column): coalesced along columns.
+// Grid: (ceil(d / Threads), min(chunks, 65535)); one thread per (chunk, column), coalesced along
+// columns; chunks stride by gridDim.y, so any row count fits the grid.
 template <class T, int Threads>
 __global__ void __launch_bounds__(Threads) rmsnorm_dw_partial_kernel(const T* x, const float* r, const T* dy,
-                                                                     float* partial, index_t rows, index_t d) {
+                                                                     float* partial, index_t rows, index_t d,
+                                                                     index_t chunks) {
   const index_t i = blockIdx.x * static_cast<index_t>(Threads) + threadIdx.x;
-  const index_t chunk = blockIdx.y;
   if (i >= d) return;
-  const index_t begin = chunk * cuda_plan::rmsnorm_chunk_rows;
-  const index_t end = begin + cuda_plan::rmsnorm_chunk_rows < rows ? begin + cuda_plan::rmsnorm_chunk_rows : rows;
-  float sum = 0.0f;
-  for (index_t n = begin; n < end; ++n) sum += to_float(dy[n * d + i]) * to_float(x[n * d + i]) * r[n];
-  partial[chunk * d + i] = sum;
+  for (index_t chunk = blockIdx.y; chunk < chunks; chunk += gridDim.y) {
+    const index_t begin = chunk * cuda_plan::rmsnorm_chunk_rows;
+    const index_t end = begin + cuda_plan::rmsnorm_chunk_rows < rows ? begin + cuda_plan::rmsnorm_chunk_rows : rows;
+    float sum = 0.0f;
+    for (index_t n = begin; n < end; ++n) sum += to_float(dy[n * d + i]) * to_float(x[n * d + i]) * r[n];
+    partial[chunk * d + i] = sum;
+  }
 }
 
 // dw[i] += sum over chunks, in chunk order, of partial[c][i]. One thread per column.
@@ -124,71 +130,47 @@ void with_row_threads(index_t columns, F&& f) {
 
 }  // namespace detail::cuda_impl
 
-template <cuda_compute_type T>
-void rmsnorm_forward(const cuda& device, std::type_identity_t<tensor_view<const T, cuda>> x,
-                     std::type_identity_t<tensor_view<const T, cuda>> w, const tensor_view<T, cuda>& y,
-                     const tensor_view<float, cuda>& inv_rms, double eps) {
-  namespace impl = detail::cuda_impl;
-  constexpr std::string_view function = "meap::rmsnorm_forward";
-  check_argument(x.rank() == 2, function, "x", "shape " + to_string(x.shape()), "a rank-2 shape (N, d)");
-  check_argument(std::isfinite(eps) && eps > 0, function, "eps", eps, "a finite positive epsilon");
-  impl::check_matrix(function, "x", x, x.size(0), x.size(1));
-  check_shape(function, "w", w, dims{x.size(1)});
-  impl::check_matrix(function, "y", y, x.size(0), x.size(1));
-  check_shape(function, "inv_rms", inv_rms, dims{x.size(0)});
-  impl::check_colocated(function, "x", x, "w", w);
-  impl::check_colocated(function, "x", x, "y", y);
-  impl::check_colocated(function, "x", x, "inv_rms", inv_rms);
-  const index_t rows = x.size(0), d = x.size(1);
-  if (rows == 0) return;
-  impl::with_row_threads(d, [&](auto threads) {
-    constexpr int Threads = decltype(threads)::value;
-    impl::rmsnorm_forward_kernel<T, Threads><<<detail::cuda_plan::grid_size(rows, 1), Threads, 0, device.stream>>>(
-        x.data(), w.data(), y.data(), inv_rms.data(), rows, d, static_cast<float>(eps));
-  });
-  impl::check_launch();
-}
+template <>
+struct detail::rmsnorm_kernels<cuda> {
+  template <class T>
+  static void forward(const cuda& device, const tensor_view<const T, cuda>& x, const tensor_view<const T, cuda>& w,
+                      const tensor_view<T, cuda>& y, const tensor_view<float, cuda>& inv_rms, double eps) {
+    namespace impl = cuda_impl;
+    const index_t rows = x.size(0), d = x.size(1);
+    if (rows == 0) return;
+    impl::with_row_threads(d, [&](auto threads) {
+      constexpr int Threads = decltype(threads)::value;
+      impl::rmsnorm_forward_kernel<T, Threads><<<cuda_plan::grid_size(rows, 1), Threads, 0, device.stream>>>(
+          x.data(), w.data(), y.data(), inv_rms.data(), rows, d, static_cast<float>(eps));
+    });
+    impl::check_launch();
+  }
 
-template <cuda_compute_type T, class G = T>
-  requires cuda_gradient_type<G, T>
-void rmsnorm_backward(const cuda& device, std::type_identity_t<tensor_view<const T, cuda>> x,
-                      std::type_identity_t<tensor_view<const T, cuda>> w, const tensor_view<const float, cuda>& inv_rms,
-                      std::type_identity_t<tensor_view<const T, cuda>> dy, const tensor_view<T, cuda>& dx,
-                      const tensor_view<G, cuda>& dw) {
-  namespace impl = detail::cuda_impl;
-  constexpr std::string_view function = "meap::rmsnorm_backward";
-  check_argument(x.rank() == 2, function, "x", "shape " + to_string(x.shape()), "a rank-2 shape (N, d)");
-  impl::check_matrix(function, "x", x, x.size(0), x.size(1));
-  check_shape(function, "w", w, dims{x.size(1)});
-  check_shape(function, "inv_rms", inv_rms, dims{x.size(0)});
-  impl::check_matrix(function, "dy", dy, x.size(0), x.size(1));
-  impl::check_matrix(function, "dx", dx, x.size(0), x.size(1));
-  check_shape(function, "dw", dw, dims{x.size(1)});
-  impl::check_colocated(function, "x", x, "w", w);
-  impl::check_colocated(function, "x", x, "inv_rms", inv_rms);
-  impl::check_colocated(function, "x", x, "dy", dy);
-  impl::check_colocated(function, "x", x, "dx", dx);
-  impl::check_colocated(function, "x", x, "dw", dw);
-  const index_t rows = x.size(0), d = x.size(1);
-  const index_t chunks = detail::cuda_plan::rmsnorm_row_chunks(rows);
-  // The dw partials run one grid row per chunk of 64 rows, and gridDim.y is at most 65535.
-  check_argument(chunks <= 65535, function, "x", "shape " + to_string(x.shape()), "at most 4194240 rows (N)");
-  if (rows == 0 || d == 0) return;
-  impl::with_row_threads(d, [&](auto threads) {
-    constexpr int Threads = decltype(threads)::value;
-    impl::rmsnorm_dx_kernel<T, Threads><<<detail::cuda_plan::grid_size(rows, 1), Threads, 0, device.stream>>>(
-        x.data(), w.data(), inv_rms.data(), dy.data(), dx.data(), rows, d);
-  });
-  impl::check_launch();
-  constexpr int threads = 256;
-  tensor<float, cuda> partial(device, {chunks, d});
-  const dim3 grid(detail::cuda_plan::grid_size(d, threads, index_t{1} << 30), static_cast<unsigned int>(chunks));
-  impl::rmsnorm_dw_partial_kernel<T, threads>
-      <<<grid, threads, 0, device.stream>>>(x.data(), inv_rms.data(), dy.data(), partial.data(), rows, d);
-  impl::check_launch();
-  impl::rmsnorm_dw_sum_kernel<G><<<detail::cuda_plan::grid_size(d, threads, index_t{1} << 30), threads, 0,
-                                   device.stream>>>(partial.data(), dw.data(), chunks, d);
-  impl::check_launch();
-}
+  template <class T, class G>
+  static void backward(const cuda& device, const tensor_view<const T, cuda>& x, const tensor_view<const T, cuda>& w,
+                       const tensor_view<const float, cuda>& inv_rms, const tensor_view<const T, cuda>& dy,
+                       const tensor_view<T, cuda>& dx, const tensor_view<G, cuda>& dw) {
+    namespace impl = cuda_impl;
+    const index_t rows = x.size(0), d = x.size(1);
+    if (rows == 0 || d == 0) return;
+    impl::with_row_threads(d, [&](auto threads) {
+      constexpr int Threads = decltype(threads)::value;
+      impl::rmsnorm_dx_kernel<T, Threads><<<cuda_plan::grid_size(rows, 1), Threads, 0, device.stream>>>(
+          x.data(), w.data(), inv_rms.data(), dy.data(), dx.data(), rows, d);
+    });
+    impl::check_launch();
+    const index_t chunks = cuda_plan::rmsnorm_row_chunks(rows);
+    constexpr int threads = 256;
+    tensor<float, cuda> partial(device, {chunks, d});
+    const dim3 grid(cuda_plan::grid_size(d, threads, index_t{1} << 30),
+                    static_cast<unsigned int>(chunks < 65535 ? chunks : 65535));
+    impl::rmsnorm_dw_partial_kernel<T, threads>
+        <<<grid, threads, 0, device.stream>>>(x.data(), inv_rms.data(), dy.data(), partial.data(), rows, d, chunks);
+    impl::check_launch();
+    impl::rmsnorm_dw_sum_kernel<G><<<cuda_plan::grid_size(d, threads, index_t{1} << 30), threads, 0, device.stream>>>(
+        partial.data(), dw.data(), chunks, d);
+    impl::check_launch();
+  }
+};
 
 }  // namespace meap

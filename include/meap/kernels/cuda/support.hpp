@@ -1,7 +1,7 @@
-// meap/kernels/cuda/support.hpp: what the CUDA layer kernels share: the element types they take,
-// float <-> storage conversions in device code, argument checks for device views, the on-device
-// search for an invalid id (token, label, position) that lets the CUDA twins throw the CPU's
-// messages, and scratch buffers. Part of <meap/cuda.hpp>; compiled by nvcc only.
+// meap/kernels/cuda/support.hpp: what the CUDA kernels share: the element types they take,
+// float <-> storage conversions in device code, the on-device search for an invalid id (token,
+// label, position) that lets the CUDA twins throw the CPU's messages (now, or deferred), sums of
+// doubles in a fixed order, and scratch buffers. Part of <meap/cuda.hpp>; compiled by nvcc only.
 #pragma once
 #if !defined(__CUDACC__)
 #error "meap/kernels/cuda/*.hpp (and <meap/cuda.hpp>) must be compiled by nvcc: put this code in a .cu file"
@@ -9,10 +9,12 @@
 
 #include <meap/core/cuda/runtime.hpp>
 #include <meap/core/cuda/tensor.hpp>
+#include <meap/core/deferred_checks.hpp>
 #include <meap/core/device.hpp>
 #include <meap/core/dims.hpp>
 #include <meap/core/dtype.hpp>
 #include <meap/core/error.hpp>
+#include <meap/core/precision.hpp>
 #include <meap/core/tensor.hpp>
 #include <meap/core/tensor_view.hpp>
 #include <meap/kernels/cuda/plan.hpp>
@@ -31,15 +33,15 @@
 
 namespace meap {
 
-// The element types the CUDA layer kernels store; they compute in float (one rounding on output).
+// The element types the CUDA layer kernels store (they compute in float, one rounding on
+// output): layer_element<T, cuda> of core/precision.hpp, under the name the CUDA code uses.
 template <class T>
-concept cuda_compute_type =
-    std::is_same_v<T, float> || std::is_same_v<T, half> || std::is_same_v<T, bfloat16>;
+concept cuda_compute_type = layer_element<T, cuda>;
 
 // Where a CUDA backward writes a parameter gradient: the compute type itself, or float (the
-// master-weight precision AdamW on CUDA reads) for half / bfloat16 compute.
+// master-weight precision AdamW reads) for half / bfloat16 compute.
 template <class G, class T>
-concept cuda_gradient_type = cuda_compute_type<T> && (std::is_same_v<G, T> || std::is_same_v<G, float>);
+concept cuda_gradient_type = gradient_element<G, T, cuda>;
 
 namespace detail::cuda_impl {
 
@@ -62,24 +64,6 @@ __device__ __forceinline__ T from_float(float value) {
 
 inline void check_launch() { MEAP_CUDA_CHECK(cudaGetLastError()); }
 
-// ---------------------------------------------------------------------------------------------
-// Argument checks for device views (the CPU front doors' detail::check_matrix takes host views).
-template <class T>
-void check_matrix(std::string_view function, std::string_view argument, const tensor_view<T, cuda>& view, index_t rows,
-                  index_t columns) {
-  check_shape(function, argument, view, dims{rows, columns});
-  check_contiguous(function, argument, view);
-}
-
-// All device arguments of one call must live on one device; `first` is the reference. Default
-// (rank-0, skipped) views are not checked.
-template <class A, class B>
-void check_colocated(std::string_view function, std::string_view first_name, const tensor_view<A, cuda>& first,
-                     std::string_view name, const tensor_view<B, cuda>& view) {
-  if (view.rank() == 0 && view.data() == nullptr) return;
-  check_same_device(function, first_name, first, name, view);
-}
-
 // CUB's device algorithms count items in int; the kernels that call them check the count here.
 inline void check_int_count(std::string_view function, std::string_view argument, index_t count) {
   check_argument(count <= INT_MAX, function, argument, "a count of " + std::to_string(count) + " rows",
@@ -87,23 +71,24 @@ inline void check_int_count(std::string_view function, std::string_view argument
 }
 
 // ---------------------------------------------------------------------------------------------
-// The first invalid id of a device array. The CPU twins scan their ids on the host and name the
-// first bad one; here a kernel takes the minimum bad index (an integer atomicMin: its result does
-// not depend on the order threads arrive), and one small copy brings it back. That copy waits
-// for the stream, as the CPU twin's scan would have waited for the data.
-inline constexpr unsigned long long no_invalid_index = ~0ull;
+// The first invalid id of a device array (token ids, labels, positions). The CPU twins scan their
+// ids on the host and name the first bad one; here a kernel takes the minimum of
+// deferred_failure(index, value) over the bad ones (an integer atomicMin: the result does not
+// depend on the order threads arrive), into a word of deferred_checks (core/deferred_checks.hpp)
+// when the caller defers the check, or into a scratch word that one small copy brings back, which
+// waits for the stream, as the CPU twin's scan would have waited for the data.
 
-// data: (n). first = min { i : data[i] not in [lo, hi] and data[i] != except (when has_except) }.
-// A template only so that the header defines it once per program (kernels in headers must be).
+// data: (n). *word = min over i with data[i] outside [lo, hi] (and != except when has_except) of
+// deferred_failure(i, data[i]). A template only so that the header defines it once per program.
 template <class I>
 __global__ void find_invalid_kernel(const I* data, index_t n, I lo, I hi, bool has_except, I except,
-                                    unsigned long long* first) {
+                                    unsigned long long* word) {
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
     const I value = data[i];
     const bool valid = (value >= lo && value <= hi) || (has_except && value == except);
     if (!valid) {
-      atomicMin(first, static_cast<unsigned long long>(i));
+      atomicMin(word, static_cast<unsigned long long>(deferred_failure(static_cast<std::uint64_t>(i), value)));
       return;  // later elements of this thread have larger indices
     }
   }
@@ -114,34 +99,39 @@ struct invalid_id {
   std::int32_t value;
 };
 
-// Reads back the index a find_invalid_kernel (or a kernel doing the same) left in `first`, and
-// then the value there. Synchronizes the stream.
-inline std::optional<invalid_id> read_invalid(const cuda& device, const unsigned long long* first,
-                                              const std::int32_t* data) {
-  unsigned long long index = no_invalid_index;
-  MEAP_CUDA_CHECK(cudaMemcpyAsync(&index, first, sizeof index, cudaMemcpyDeviceToHost, device.stream));
-  synchronize(device);
-  if (index == no_invalid_index) return std::nullopt;
-  std::int32_t value = 0;
-  MEAP_CUDA_CHECK(cudaMemcpyAsync(&value, data + index, sizeof value, cudaMemcpyDeviceToHost, device.stream));
-  synchronize(device);
-  return invalid_id{static_cast<index_t>(index), value};
+inline unsigned long long* as_atomic_word(std::uint64_t* word) {
+  static_assert(sizeof(unsigned long long) == sizeof(std::uint64_t));
+  return reinterpret_cast<unsigned long long*>(word);
 }
 
-// The first element of data (n) outside [lo, hi] (inclusive) and != except (if given), or nullopt.
-inline std::optional<invalid_id> find_first_invalid(const cuda& device, const std::int32_t* data, index_t n,
-                                                    std::int32_t lo, std::int32_t hi,
-                                                    std::optional<std::int32_t> except = std::nullopt) {
+// Reads back a failure word (waits for the stream).
+inline std::optional<invalid_id> read_failure(const cuda& device, const std::uint64_t* word) {
+  std::uint64_t value = deferred_none;
+  MEAP_CUDA_CHECK(cudaMemcpyAsync(&value, word, sizeof value, cudaMemcpyDeviceToHost, device.stream));
+  synchronize(device);
+  if (value == deferred_none) return std::nullopt;
+  return invalid_id{static_cast<index_t>(value >> 32), static_cast<std::int32_t>(static_cast<std::uint32_t>(value))};
+}
+
+// Checks data (n) against [lo, hi] (and `except`): into `deferred` when given (returns nullopt at
+// once, nothing waited for), else now (waits; returns the first failure).
+inline std::optional<invalid_id> check_ids(const cuda& device, const std::int32_t* data, index_t n, std::int32_t lo,
+                                           std::int32_t hi, std::optional<std::int32_t> except,
+                                           std::uint64_t* deferred) {
   if (n == 0) return std::nullopt;
-  tensor<std::uint64_t, cuda> first(device, {1});
-  auto* word = reinterpret_cast<unsigned long long*>(first.data());
-  static_assert(sizeof(unsigned long long) == sizeof(std::uint64_t));
-  MEAP_CUDA_CHECK(cudaMemsetAsync(word, 0xff, sizeof(unsigned long long), device.stream));
+  tensor<std::uint64_t, cuda> scratch;
+  std::uint64_t* word = deferred;
+  if (word == nullptr) {
+    scratch = tensor<std::uint64_t, cuda>(device, {1});
+    word = scratch.data();
+    MEAP_CUDA_CHECK(cudaMemsetAsync(word, 0xff, sizeof(std::uint64_t), device.stream));
+  }
   constexpr int threads = 256;
   find_invalid_kernel<std::int32_t><<<cuda_plan::grid_size(n, threads), threads, 0, device.stream>>>(
-      data, n, lo, hi, except.has_value(), except.value_or(0), word);
+      data, n, lo, hi, except.has_value(), except.value_or(0), as_atomic_word(word));
   check_launch();
-  return read_invalid(device, word, data);
+  if (deferred != nullptr) return std::nullopt;
+  return read_failure(device, word);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,6 +149,22 @@ __global__ void __launch_bounds__(Threads) sum_doubles_kernel(const double* valu
   if (threadIdx.x == 0) *total = all;
 }
 
+// total[0] (+)= the sum of values[0..n) in one block (the same fixed order as sum_doubles_kernel);
+// total[1] += count when `count` >= 0. What a loss adds to a step status without a read-back.
+template <int Threads>
+__global__ void __launch_bounds__(Threads)
+    add_doubles_kernel(const double* values, index_t n, double scale, double* total, double count) {
+  using reduce = cub::BlockReduce<double, Threads>;
+  __shared__ typename reduce::TempStorage storage;
+  double sum = 0.0;
+  for (index_t i = threadIdx.x; i < n; i += Threads) sum += values[i];
+  const double all = reduce(storage).Sum(sum);
+  if (threadIdx.x == 0) {
+    total[0] += all * scale;
+    if (count >= 0) total[1] += count;
+  }
+}
+
 // The sum of n device doubles, brought back to the host (waits for the stream).
 inline double sum_doubles(const cuda& device, const double* values, index_t n) {
   tensor<double, cuda> total(device, {1});
@@ -169,6 +175,14 @@ inline double sum_doubles(const cuda& device, const double* values, index_t n) {
   MEAP_CUDA_CHECK(cudaMemcpyAsync(&host_total, total.data(), sizeof host_total, cudaMemcpyDeviceToHost, device.stream));
   synchronize(device);
   return host_total;
+}
+
+// total[0] += scale * sum of n device doubles, total[1] += count; nothing waits.
+inline void add_doubles(const cuda& device, const double* values, index_t n, double scale, double* total,
+                        double count) {
+  constexpr int threads = 512;
+  add_doubles_kernel<threads><<<1, threads, 0, device.stream>>>(values, n, scale, total, count);
+  check_launch();
 }
 
 // ---------------------------------------------------------------------------------------------

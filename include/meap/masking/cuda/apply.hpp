@@ -123,11 +123,11 @@ __global__ void compact_kernel(const std::uint8_t* flags, std::int32_t length, s
 template <class Policy>
 __global__ void draw_kernel(Policy policy, const std::uint8_t* flags, std::int32_t* positions, std::uint8_t* mask,
                             const unsigned long long* status, index_t draws, index_t rows, std::int32_t length,
-                            std::uint64_t seed, std::uint64_t step, bool shared) {
+                            std::uint64_t seed, std::uint64_t step, std::uint32_t micro_batch, bool shared) {
   const index_t r = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x;
   if (r >= draws) return;
   const auto count = static_cast<std::int32_t>(status[shared ? rows : r]);
-  philox_stream random(seed, step, shared ? batch_substream : static_cast<std::uint32_t>(r));
+  philox_stream random(seed, step, shared ? shared_substream(micro_batch) : row_substream(micro_batch, rows, r));
   policy.mask_row(row_candidates{positions + r * length, count, flags + r * length, mask + r * length, length}, random);
 }
 
@@ -208,7 +208,7 @@ struct backend<cuda> {
     constexpr int draw_threads = 64;  // one row per thread; rows are few, keep several blocks busy
     k::draw_kernel<Policy><<<static_cast<unsigned int>((draws + draw_threads - 1) / draw_threads), draw_threads, 0,
                              device.stream>>>(policy, flags, positions.data(), drawn.data(), status_words, draws, rows,
-                                              length, options.seed, options.step, shared);
+                                              length, options.seed, options.step, options.micro_batch, shared);
     MEAP_CUDA_CHECK(cudaGetLastError());
     const dim3 write_grid(k::blocks_for(length), static_cast<unsigned int>(rows < k::max_grid_y ? rows : k::max_grid_y));
     k::write_kernel<k::threads><<<write_grid, k::threads, 0, device.stream>>>(tokens, eligible.data(), drawn.data(), shared,

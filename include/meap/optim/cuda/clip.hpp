@@ -1,8 +1,6 @@
-// meap/optim/cuda/clip.hpp: gradient clipping by global L2 norm on CUDA, and the non-finite
-// gradient report: the twins of <meap/optim/clip.hpp> (same results, checks and messages).
-//
-//   const auto clip = meap::clip_grad_norm(device, params, 1.0);
-//   if (!clip.finite) { report(meap::first_nonfinite_gradient(device, params)); skip the step; }
+// meap/optim/cuda/clip.hpp: the global gradient norm on CUDA, behind optim/clip.hpp (its CPU twin
+// is optim/cpu/clip.hpp): over a list of parameters (clip_grad_norm, grad_norm,
+// first_nonfinite_gradient), and over a flat buffer into a step status (clip_factor).
 //
 // Gradients are float, half or bfloat16 on the device; squares are summed in double. The sum is
 // deterministic without atomics (kernels/cuda/plan.hpp): every gradient is cut into chunks of
@@ -14,7 +12,9 @@
 // pass for huge double gradients has no counterpart here.
 //
 // grad_norm and clip_grad_norm return the norm to the host, so they wait for the stream; the
-// scaling itself is enqueued and not waited for. Part of <meap/cuda.hpp>; compiled by nvcc only.
+// scaling itself is enqueued and not waited for. clip_factor waits for nothing: one kernel sums the
+// chunks' partials in order and decides the step in device memory. Part of <meap/cuda.hpp>;
+// compiled by nvcc only.
 #pragma once
 #if !defined(__CUDACC__)
 #error "meap/optim/cuda/*.hpp (and <meap/cuda.hpp>) must be compiled by nvcc: put this code in a .cu file"
@@ -29,7 +29,9 @@
 #include <meap/kernels/cuda/plan.hpp>
 #include <meap/kernels/cuda/support.hpp>
 #include <meap/optim/clip.hpp>
-#include <meap/optim/cuda/parameter.hpp>
+#include <meap/kernels/backend.hpp>
+#include <meap/optim/cpu/clip.hpp>
+#include <meap/optim/status.hpp>
 #include <meap/optim/parameter.hpp>
 
 #include <cub/block/block_reduce.cuh>
@@ -161,7 +163,7 @@ std::optional<nonfinite_gradient> find_nonfinite(const cuda& device, std::span<c
   std::uint64_t flat = 0;
   MEAP_CUDA_CHECK(cudaMemcpyAsync(&flat, first.data(), sizeof flat, cudaMemcpyDeviceToHost, device.stream));
   synchronize(device);
-  if (flat == no_invalid_index) return std::nullopt;
+  if (flat == deferred_none) return std::nullopt;
   // The owner: the last tensor whose flat range starts at or before `flat` and is not empty.
   std::size_t k = 0;
   for (std::size_t i = 0; i < params.size(); ++i)
@@ -174,61 +176,92 @@ std::optional<nonfinite_gradient> find_nonfinite(const cuda& device, std::span<c
   return nonfinite_gradient{params[k].name, k, index, static_cast<double>(static_cast<float>(value))};
 }
 
-}  // namespace detail::cuda_impl
-
-// The global L2 norm of all gradients (NaN or inf when one is non-finite). Nothing is modified.
-template <cuda_compute_type T>
-double grad_norm(const cuda& device, std::span<const named_parameter<T, cuda>> params) {
-  detail::cuda_impl::check_parameters<T>("meap::grad_norm", params);
-  return detail::cuda_impl::global_norm(device, params);
+// The flat form. partial (chunks): sum of squares of each chunk of g (n), as norm_partial_kernel.
+template <class T, int Threads>
+__global__ void __launch_bounds__(Threads) flat_partial_kernel(const T* g, index_t n, index_t chunks, double* partial) {
+  using reduce = cub::BlockReduce<double, Threads>;
+  __shared__ typename reduce::TempStorage storage;
+  for (index_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const index_t begin = chunk * cuda_plan::norm_chunk;
+    const index_t end = begin + cuda_plan::norm_chunk < n ? begin + cuda_plan::norm_chunk : n;
+    double sum = 0.0;
+    for (index_t i = begin + threadIdx.x; i < end; i += Threads) {
+      const auto x = static_cast<double>(to_float(g[i]));
+      sum += x * x;
+    }
+    const double total = reduce(storage).Sum(sum);
+    if (threadIdx.x == 0) partial[chunk] = total;
+    __syncthreads();  // storage is reused by the next chunk
+  }
 }
 
-// Scales all gradients so that their global L2 norm is at most about max_norm, as the CPU's
-// clip_grad_norm: scale = min(1, max_norm / (norm + 1e-6)); a non-finite norm changes nothing.
-template <cuda_compute_type T>
-clip_result clip_grad_norm(const cuda& device, std::span<const named_parameter<T, cuda>> params, double max_norm) {
-  constexpr std::string_view function = "meap::clip_grad_norm";
-  check_argument(std::isfinite(max_norm) && max_norm > 0, function, "max_norm", max_norm, "a finite value > 0");
-  detail::cuda_impl::check_parameters<T>(function, params);
-  const double norm = detail::cuda_impl::global_norm(device, params);
-  if (!std::isfinite(norm)) return {norm, 1.0, false};
-  const double scale = std::min(1.0, max_norm / (norm + 1e-6));
-  if (scale < 1.0) {
-    const auto factor = static_cast<float>(static_cast<T>(scale));  // the CPU multiplies by T(scale)
+// One block: the partials summed in a fixed order, the deferred checks scanned, and the step
+// decided into values (detail::decide_update: the CPU's rule, in the same function).
+template <int Threads>
+__global__ void __launch_bounds__(Threads)
+    decide_kernel(const double* partial, index_t chunks, const std::uint64_t* checks, index_t words, double max_norm,
+                  double loss_scale, double* values) {
+  using reduce = cub::BlockReduce<double, Threads>;
+  __shared__ typename reduce::TempStorage storage;
+  __shared__ int failed;
+  if (threadIdx.x == 0) failed = 0;
+  __syncthreads();
+  double sum = 0.0;
+  for (index_t i = threadIdx.x; i < chunks; i += Threads) sum += partial[i];
+  for (index_t i = threadIdx.x; i < words; i += Threads)
+    if (checks[i] != deferred_none) atomicOr(&failed, 1);
+  const double total = reduce(storage).Sum(sum);
+  __syncthreads();
+  if (threadIdx.x == 0) decide_update(values, sqrt(total) / loss_scale, max_norm, loss_scale, failed == 0);
+}
+
+}  // namespace detail::cuda_impl
+
+template <>
+struct detail::clip_kernels<cuda> {
+  template <class T>
+  static double norm(const cuda& device, std::span<const named_parameter<T, cuda>> params) {
+    return cuda_impl::global_norm(device, params);
+  }
+
+  // Every gradient *= T(scale), as the CPU does.
+  template <class T>
+  static void scale(const cuda& device, std::span<const named_parameter<T, cuda>> params, double scale) {
+    const auto factor = static_cast<float>(static_cast<T>(scale));
     for (const auto& p : params) {
       const index_t n = p.grad.numel();
       if (n == 0) continue;
       constexpr int threads = 256;
-      detail::cuda_impl::scale_kernel<T><<<detail::cuda_plan::grid_size(n, threads), threads, 0, device.stream>>>(
-          p.grad.data(), n, factor);
-      detail::cuda_impl::check_launch();
+      cuda_impl::scale_kernel<T><<<cuda_plan::grid_size(n, threads), threads, 0, device.stream>>>(p.grad.data(), n, factor);
+      cuda_impl::check_launch();
     }
   }
-  return {norm, scale, true};
-}
 
-// The first non-finite gradient element (parameters in list order, elements row-major), or
-// nullopt when all are finite. Waits for the stream.
-template <cuda_compute_type T>
-std::optional<nonfinite_gradient> first_nonfinite_gradient(const cuda& device,
+  template <class T>
+  static std::optional<nonfinite_gradient> first_nonfinite(const cuda& device,
                                                            std::span<const named_parameter<T, cuda>> params) {
-  detail::cuda_impl::check_parameters<T>("meap::first_nonfinite_gradient", params);
-  return detail::cuda_impl::find_nonfinite(device, params);
-}
+    return cuda_impl::find_nonfinite(device, params);
+  }
 
-// The same for a std::vector of parameters.
-template <cuda_compute_type T>
-double grad_norm(const cuda& device, const std::vector<named_parameter<T, cuda>>& params) {
-  return grad_norm(device, std::span<const named_parameter<T, cuda>>(params));
-}
-template <cuda_compute_type T>
-clip_result clip_grad_norm(const cuda& device, const std::vector<named_parameter<T, cuda>>& params, double max_norm) {
-  return clip_grad_norm(device, std::span<const named_parameter<T, cuda>>(params), max_norm);
-}
-template <cuda_compute_type T>
-std::optional<nonfinite_gradient> first_nonfinite_gradient(const cuda& device,
-                                                           const std::vector<named_parameter<T, cuda>>& params) {
-  return first_nonfinite_gradient(device, std::span<const named_parameter<T, cuda>>(params));
-}
+  template <class T>
+  static void factor(const cuda& device, const tensor_view<const T, cuda>& grads, double max_norm, double loss_scale,
+                     const step_status<cuda>& status) {
+    const index_t n = grads.numel();
+    const index_t chunks = cuda_plan::norm_chunks(n);
+    tensor<double, cuda> partial(device, {chunks > 0 ? chunks : 1});
+    constexpr int threads = 256;
+    if (chunks > 0) {
+      cuda_impl::flat_partial_kernel<T, threads><<<cuda_plan::grid_size(chunks, 1), threads, 0, device.stream>>>(
+          grads.data(), n, chunks, partial.data());
+      cuda_impl::check_launch();
+    }
+    const index_t words = status.checks.rank() != 0 ? status.checks.numel() : 0;
+    constexpr int decide_threads = 512;
+    cuda_impl::decide_kernel<decide_threads><<<1, decide_threads, 0, device.stream>>>(
+        partial.data(), chunks, words > 0 ? status.checks.data() : nullptr, words, max_norm, loss_scale,
+        status.values.data());
+    cuda_impl::check_launch();
+  }
+};
 
 }  // namespace meap

@@ -1,0 +1,24 @@
+// The CUDA half of meap_pretrain: the loop of pretrain_run.hpp instantiated for meap::cuda, in
+// bfloat16 (mixed, the default), half (mixed, dynamic loss scaling) or float32, on its own stream.
+#include "pretrain_run.hpp"
+
+#include <meap/cuda.hpp>
+
+#include <cstdio>
+
+int meap_pretrain::run_cuda(const arguments& a) {
+  const int devices = meap::cuda_device_count();
+  if (a.cuda_ordinal >= devices)
+    bad_argument("--device", a.device, "a CUDA device in [0, " + std::to_string(devices) + ") (" +
+                                           std::to_string(devices) + " found)");
+  MEAP_CUDA_CHECK(cudaSetDevice(a.cuda_ordinal));
+  meap::cuda_stream stream;
+  const meap::cuda device = stream.device();
+  const bool tensor_cores = a.dtype != "fp32";
+  const double peak = a.peak_tflops > 0 ? a.peak_tflops * 1e12 : meap::cuda_peak_flops(a.cuda_ordinal, tensor_cores);
+  std::fprintf(stderr, "device: %s, MFU against %.0f TFLOP/s (%s)\n", meap::cuda_device_name(a.cuda_ordinal).c_str(),
+               peak * 1e-12, a.peak_tflops > 0 ? "--peak-tflops" : "estimated: SMs x clock x dense FLOPs per SM and clock");
+  if (a.dtype == "fp16") return run_with_policy<meap::fp16_mixed>(a, device, peak);
+  if (a.dtype == "fp32") return run_with_policy<meap::fp32>(a, device, peak);
+  return run_with_policy<meap::bf16_mixed>(a, device, peak);
+}

@@ -1,0 +1,204 @@
+// examples/pretrain_run.hpp: the training loop of meap_pretrain, written once for every device
+// and precision. meap_pretrain.cpp parses the command line and runs it on the CPU; on CUDA,
+// meap_pretrain_cuda.cu instantiates the same loop for meap::cuda (bf16, fp16 or fp32).
+#pragma once
+
+#include <meap/io/token_dataset.hpp>
+#include <meap/masking/span.hpp>
+#include <meap/train/pretrain.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+
+namespace meap_pretrain {
+
+struct arguments {
+  std::string data = "synthetic";
+  std::string config_path;
+  std::string policy = "meap";
+  double mask_ratio = 0.15;
+  std::int64_t steps = 200;
+  std::int64_t batch = 8;
+  std::int64_t length = 128;
+  std::int64_t micro_batches = 1;
+  std::uint64_t seed = 1234;
+  double lr = 1e-3;
+  std::int64_t warmup = 20;
+  std::int64_t checkpoint_every = 0;
+  std::string out = "meap_pretrain_out";
+  bool resume = false;
+  std::string device = "cpu";   // cpu, cuda or cuda:N
+  std::string dtype;            // fp32 (CPU default), bf16 (CUDA default), fp16
+  double peak_tflops = 0;       // MFU's denominator on CUDA; 0: estimated from the device
+  int cuda_ordinal = -1;        // parsed from device
+};
+
+[[noreturn]] inline void bad_argument(const std::string& name, const std::string& value, const std::string& expected) {
+  meap::throw_argument_error("meap_pretrain", name, value, expected);
+}
+
+inline meap::nn::llama_config read_config(const arguments& a, std::int32_t data_vocab) {
+  meap::nn::llama_config c;
+  c.vocab = data_vocab + 1;  // one more id for [MASK]
+  c.d_model = 128;
+  c.layers = 2;
+  c.heads = 4;
+  c.kv_heads = 2;
+  c.ffn = 344;
+  c.max_seq = a.length;
+  if (!a.config_path.empty()) {
+    std::ifstream in(a.config_path);
+    if (!in) bad_argument("--config", a.config_path, "a readable JSON file");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      bad_argument("--config", a.config_path, std::string("valid JSON (") + e.what() + ")");
+    }
+    c.vocab = j.value("vocab", c.vocab);
+    c.d_model = j.value("d_model", c.d_model);
+    c.layers = j.value("layers", c.layers);
+    c.heads = j.value("heads", c.heads);
+    c.kv_heads = j.value("kv_heads", c.kv_heads);
+    c.ffn = j.value("ffn", c.ffn);
+    c.max_seq = j.value("max_seq", c.max_seq);
+    c.rope_theta = j.value("rope_theta", c.rope_theta);
+    c.norm_eps = j.value("norm_eps", c.norm_eps);
+    c.tied_head = j.value("tied_head", c.tied_head);
+  }
+  c.validate();
+  if (c.vocab <= data_vocab)
+    bad_argument("--config", "vocab = " + std::to_string(c.vocab),
+                 "a vocabulary of at least " + std::to_string(data_vocab + 1) + " (the data's ids plus one for [MASK])");
+  if (c.max_seq < a.length)
+    bad_argument("--seq-len", std::to_string(a.length), "at most the config's max_seq = " + std::to_string(c.max_seq));
+  return c;
+}
+
+// The built-in task: documents of the affine recurrence x[t+1] = (a x[t] + c) mod n.
+inline constexpr std::int32_t synthetic_vocab = 64;
+
+inline void synthetic_batch(std::uint64_t seed, std::uint64_t step, const meap::tensor_view<std::int32_t, meap::cpu>& out) {
+  for (meap::index_t b = 0; b < out.size(0); ++b) {
+    meap::philox_stream rng(seed ^ 0x73796e7468ull, step, static_cast<std::uint32_t>(b));
+    meap::index_t t = 0;
+    while (t < out.size(1)) {  // documents of 16..48 tokens back to back
+      const std::int32_t a = 1 + 2 * static_cast<std::int32_t>(rng.next_below(synthetic_vocab / 2));  // odd: a bijection
+      const std::int32_t c = static_cast<std::int32_t>(rng.next_below(synthetic_vocab));
+      std::int32_t x = static_cast<std::int32_t>(rng.next_below(synthetic_vocab));
+      const meap::index_t end = std::min<meap::index_t>(out.size(1), t + 16 + rng.next_below(33));
+      for (; t < end; ++t) {
+        out(b, t) = x;
+        x = (a * x + c) % synthetic_vocab;
+      }
+    }
+  }
+}
+
+inline std::string format_duration(double seconds) {
+  const auto s = static_cast<long long>(seconds + 0.5);
+  char text[32];
+  std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
+  return text;
+}
+
+// The largest id in a token file, read once (the model's vocabulary must cover it).
+inline std::int32_t data_vocabulary(const arguments& a, std::optional<meap::token_dataset>& dataset) {
+  if (a.data == "synthetic") return synthetic_vocab;
+  dataset.emplace(a.data, meap::token_dataset_options{a.length});
+  std::int32_t largest = 0;
+  for (meap::index_t i = 0; i < dataset->size(); ++i) largest = std::max(largest, static_cast<std::int32_t>(dataset->token(i)));
+  return largest + 1;
+}
+
+// Trains with precision P on `device`; `peak_flops` > 0 adds MFU to the progress line.
+template <class P, class Device, class Policy>
+int run(const arguments& a, std::optional<Policy> policy, const Device& device, double peak_flops) {
+  std::optional<meap::token_dataset> dataset;
+  const std::int32_t data_vocab = data_vocabulary(a, dataset);
+  const auto config = read_config(a, data_vocab);
+  const std::int32_t mask_id = static_cast<std::int32_t>(config.vocab - 1);
+
+  meap::nn::llama_model<P, Device> model(config, device);
+  model.initialize(a.seed);
+  meap::train::pretrain_options options;
+  options.optimizer.lr = a.lr;
+  options.schedule = {a.lr, a.lr / 10, std::min(a.warmup, a.steps), a.steps};
+  options.masking.seed = a.seed;
+  options.masking.mask_id = mask_id;
+  options.micro_batches = a.micro_batches;
+  meap::train::pretrainer<P, Device, Policy> trainer(model, policy, options);
+
+  const std::filesystem::path out(a.out);
+  std::filesystem::create_directories(out);
+  const auto checkpoint = out / "checkpoint";
+  if (a.resume) {
+    trainer.resume(checkpoint);
+    std::fprintf(stderr, "resumed from %s at step %llu\n", checkpoint.c_str(),
+                 static_cast<unsigned long long>(trainer.next_step()));
+  }
+  std::ofstream csv(out / "loss.csv", a.resume ? std::ios::app : std::ios::trunc);
+  if (!a.resume) csv << "step,loss,lr,grad_norm,masked,tokens_per_second,skipped\n";
+  std::fprintf(stderr,
+               "model: %lld parameters (vocab %lld, d %lld, %lld layers); %s on %s; policy %s; %lld steps of %lld x %lld"
+               " in %lld micro-batch(es)\n",
+               static_cast<long long>(config.parameter_count()), static_cast<long long>(config.vocab),
+               static_cast<long long>(config.d_model), static_cast<long long>(config.layers),
+               std::string(meap::precision_name<P>()).c_str(), a.device.c_str(), a.policy.c_str(),
+               static_cast<long long>(a.steps), static_cast<long long>(a.batch), static_cast<long long>(a.length),
+               static_cast<long long>(a.micro_batches));
+  const double flops_per_token = config.training_flops_per_token(a.length);
+
+  auto tokens = meap::zeros<std::int32_t>(meap::cpu{}, {a.batch, a.length + 1});
+  const auto start = std::chrono::steady_clock::now();
+  const std::uint64_t first = trainer.next_step();
+  double smoothed = 0;
+  int skipped = 0;
+  while (trainer.next_step() < static_cast<std::uint64_t>(a.steps)) {
+    const std::uint64_t step = trainer.next_step();
+    if (dataset) dataset->sample_batch(meap::cpu{}, a.seed, step, tokens.view());
+    else synthetic_batch(a.seed, step, tokens.view());
+    const auto r = trainer.step(tokens.view());
+    skipped += r.skipped;
+    if (r.skipped) std::fprintf(stderr, "\nstep %llu skipped: %s\n", static_cast<unsigned long long>(step), r.skip_reason.c_str());
+    csv << step << ',' << r.loss << ',' << r.lr << ',' << r.grad_norm << ',' << r.masked << ',' << r.tokens_per_second
+        << ',' << r.skipped << '\n';
+    smoothed = step == first ? r.loss : 0.9 * smoothed + 0.1 * r.loss;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double done = static_cast<double>(step + 1 - first);
+    const double eta = elapsed / done * static_cast<double>(static_cast<std::uint64_t>(a.steps) - step - 1);
+    char mfu[32] = "";
+    if (peak_flops > 0)
+      std::snprintf(mfu, sizeof mfu, "  MFU %4.1f%%", 100.0 * r.tokens_per_second * flops_per_token / peak_flops);
+    std::fprintf(stderr, "\rstep %6llu/%lld  loss %.4f (avg %.4f)  lr %.2e  |g| %.3f  %8.0f tok/s%s  ETA %s ",
+                 static_cast<unsigned long long>(step + 1), static_cast<long long>(a.steps), r.loss, smoothed, r.lr,
+                 r.grad_norm, r.tokens_per_second, mfu, format_duration(eta).c_str());
+    if (a.checkpoint_every > 0 && (step + 1) % static_cast<std::uint64_t>(a.checkpoint_every) == 0) trainer.save(checkpoint);
+  }
+  trainer.save(checkpoint);
+  std::fprintf(stderr, "\ndone: final loss (avg) %.4f, %d skipped steps; loss curve %s, checkpoint %s\n", smoothed, skipped,
+               (out / "loss.csv").c_str(), checkpoint.c_str());
+  return 0;
+}
+
+// The policy the arguments name, then run<P, Device, Policy>.
+template <class P, class Device>
+int run_with_policy(const arguments& a, const Device& device, double peak_flops) {
+  if (a.policy == "ntp") return run<P, Device, meap::masking::fixed_ratio>(a, std::nullopt, device, peak_flops);
+  if (a.policy == "span")
+    return run<P, Device, meap::masking::span>(a, meap::masking::span{.ratio = a.mask_ratio}, device, peak_flops);
+  return run<P, Device, meap::masking::fixed_ratio>(a, meap::masking::fixed_ratio{.ratio = a.mask_ratio}, device,
+                                                    peak_flops);
+}
+
+// Defined in meap_pretrain_cuda.cu when meap is built with CUDA.
+int run_cuda(const arguments& a);
+
+}  // namespace meap_pretrain
