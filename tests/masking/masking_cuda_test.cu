@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "masking/support.hpp"
+#include "support/errors.hpp"
 #include "support/gpu_main.hpp"
 
 namespace {
@@ -38,15 +39,7 @@ meap::tensor<T, meap::cuda> upload(const meap::cuda& device, const std::vector<T
   return meap::to_device(device, meap::make_view(std::span<const T>(values), shape));
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const meap::error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using meap_test::error_of;
 
 // Runs `policy` on both devices and compares the three outputs element by element. Returns
 // false when the CPU rejects the batch (random batches may have no position eligible in every

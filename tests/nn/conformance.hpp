@@ -103,67 +103,50 @@ double tolerance(int stages) {
 // it, and says how to run it. `stages` counts the roundings to the compute type on the longest
 // path from an input to an output or gradient.
 
-template <class P, class Device>
-struct linear_case {
+// A case of one module that owns its store and takes float activations: the module's
+// constructor arguments after (store, name); the derived case adds name, stages and the shape.
+template <class P, class Device, template <class, class> class Module>
+struct single_module_case {
   using T = typename P::compute_t;
+  using context = typename Module<P, Device>::context;
+  static constexpr bool token_input = false;
+  meap::nn::parameter_store<P, Device> parameters;
+  Module<P, Device> layer;
+
+  template <class... Args>
+  explicit single_module_case(const std::string& name, Args... args) : layer(parameters, name, args...) {}
+  auto& store() { return parameters; }
+  void prepare(const Device&) {}
+  meap::tensor<T, Device> forward(const Device& d, const meap::tensor_view<const T, Device>& x, context& ctx) {
+    return layer.forward(d, x, ctx);
+  }
+  meap::tensor<T, Device> backward(const Device& d, const context& ctx, const meap::tensor_view<const T, Device>& dy) {
+    return layer.backward(d, ctx, dy);
+  }
+};
+
+template <class P, class Device>
+struct linear_case : single_module_case<P, Device, meap::nn::linear> {
   static constexpr const char* name = "linear";
-  static constexpr bool token_input = false;
   static constexpr int stages = 2;
-  meap::nn::parameter_store<P, Device> parameters;
-  meap::nn::linear<P, Device> layer{parameters, "proj", 12, 10};
-  using context = typename meap::nn::linear<P, Device>::context;
-
-  auto& store() { return parameters; }
-  void prepare(const Device&) {}
+  linear_case() : single_module_case<P, Device, meap::nn::linear>("proj", index_t{12}, index_t{10}) {}
   dims input_shape() const { return {9, 12}; }
-  meap::tensor<T, Device> forward(const Device& d, const meap::tensor_view<const T, Device>& x, context& ctx) {
-    return layer.forward(d, x, ctx);
-  }
-  meap::tensor<T, Device> backward(const Device& d, const context& ctx, const meap::tensor_view<const T, Device>& dy) {
-    return layer.backward(d, ctx, dy);
-  }
 };
 
 template <class P, class Device>
-struct rmsnorm_case {
-  using T = typename P::compute_t;
+struct rmsnorm_case : single_module_case<P, Device, meap::nn::rmsnorm> {
   static constexpr const char* name = "rmsnorm";
-  static constexpr bool token_input = false;
   static constexpr int stages = 3;
-  meap::nn::parameter_store<P, Device> parameters;
-  meap::nn::rmsnorm<P, Device> layer{parameters, "norm", 16, 1e-5};
-  using context = typename meap::nn::rmsnorm<P, Device>::context;
-
-  auto& store() { return parameters; }
-  void prepare(const Device&) {}
+  rmsnorm_case() : single_module_case<P, Device, meap::nn::rmsnorm>("norm", index_t{16}, 1e-5) {}
   dims input_shape() const { return {11, 16}; }
-  meap::tensor<T, Device> forward(const Device& d, const meap::tensor_view<const T, Device>& x, context& ctx) {
-    return layer.forward(d, x, ctx);
-  }
-  meap::tensor<T, Device> backward(const Device& d, const context& ctx, const meap::tensor_view<const T, Device>& dy) {
-    return layer.backward(d, ctx, dy);
-  }
 };
 
 template <class P, class Device>
-struct swiglu_case {
-  using T = typename P::compute_t;
+struct swiglu_case : single_module_case<P, Device, meap::nn::swiglu_mlp> {
   static constexpr const char* name = "swiglu_mlp";
-  static constexpr bool token_input = false;
   static constexpr int stages = 5;
-  meap::nn::parameter_store<P, Device> parameters;
-  meap::nn::swiglu_mlp<P, Device> layer{parameters, "mlp", 8, 14};
-  using context = typename meap::nn::swiglu_mlp<P, Device>::context;
-
-  auto& store() { return parameters; }
-  void prepare(const Device&) {}
+  swiglu_case() : single_module_case<P, Device, meap::nn::swiglu_mlp>("mlp", index_t{8}, index_t{14}) {}
   dims input_shape() const { return {10, 8}; }
-  meap::tensor<T, Device> forward(const Device& d, const meap::tensor_view<const T, Device>& x, context& ctx) {
-    return layer.forward(d, x, ctx);
-  }
-  meap::tensor<T, Device> backward(const Device& d, const context& ctx, const meap::tensor_view<const T, Device>& dy) {
-    return layer.backward(d, ctx, dy);
-  }
 };
 
 template <class P, class Device>

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "support/cuda.hpp"
+#include "io/support.hpp"
 #include "support/errors.hpp"
 #include "support/gpu_main.hpp"
 
@@ -72,14 +73,7 @@ meap::train::pretrain_options options(std::int64_t total_steps) {
   return o;
 }
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    path = std::filesystem::temp_directory_path() / ("meap-train-cuda-" + std::to_string(std::random_device{}()));
-    std::filesystem::create_directories(path);
-  }
-  ~temp_dir() { std::filesystem::remove_all(path); }
-};
+using temp_dir = io_test::scratch_directory;
 
 // Every parameter's gradient within `tolerance` of that parameter's largest reference gradient.
 void check_gradients(const meap::cuda& device, const meap::nn::parameter_store<meap::fp32, meap::cpu>& reference,
@@ -180,8 +174,8 @@ BOOST_AUTO_TEST_CASE(checkpoints_move_between_devices) {
   gpu_model.initialize(8);
   meap::train::pretrainer trainer(gpu_model, meap::masking::fixed_ratio{}, options(10));
   for (int s = 0; s < 3; ++s) (void)trainer.step(batch_of(static_cast<std::uint64_t>(s)).view());
-  meap::train::save_model(dir.path / "from_gpu", gpu_model);
-  auto cpu_model = meap::train::load_pretrained<meap::fp32>(dir.path / "from_gpu");
+  meap::train::save_model(dir / "from_gpu", gpu_model);
+  auto cpu_model = meap::train::load_pretrained<meap::fp32>(dir / "from_gpu");
   BOOST_TEST(bitwise_equal(values_of(device, cpu_model.store().master_flat()),
                            values_of(device, gpu_model.store().master_flat())));
   // The two compute the same logits up to bfloat16 rounding.
@@ -193,8 +187,8 @@ BOOST_AUTO_TEST_CASE(checkpoints_move_between_devices) {
   const auto gpu_logits = gpu_model.logits(device, gpu_model.forward(device, gpu_ids.view()));
   BOOST_TEST(meap_test::worst_relative(values_of(device, gpu_logits.view()), values_of(device, cpu_logits.view())) < 0.1);
   // And back: the CPU's file loads on the GPU, bit for bit.
-  meap::train::save_model(dir.path / "from_cpu", cpu_model);
-  auto back = meap::train::load_pretrained<meap::bf16_mixed>(dir.path / "from_cpu", device);
+  meap::train::save_model(dir / "from_cpu", cpu_model);
+  auto back = meap::train::load_pretrained<meap::bf16_mixed>(dir / "from_cpu", device);
   BOOST_TEST(bitwise_equal(values_of(device, back.store().master_flat()), values_of(device, cpu_model.store().master_flat())));
   BOOST_TEST(bitwise_equal(values_of(device, back.store().compute_flat()),
                            values_of(device, gpu_model.store().compute_flat())));
@@ -214,12 +208,12 @@ BOOST_AUTO_TEST_CASE(resume_on_cuda_continues_bit_for_bit) {
     first.initialize(10);
     meap::train::pretrainer trainer(first, meap::masking::fixed_ratio{}, options(6));
     for (int s = 0; s < 3; ++s) (void)trainer.step(batch_of(static_cast<std::uint64_t>(s)).view());
-    trainer.save(dir.path);
+    trainer.save(dir.path());
   }
   meap::nn::llama_model<meap::bf16_mixed, meap::cuda> resumed(gqa_config(), device);
   resumed.initialize(999);
   meap::train::pretrainer trainer(resumed, meap::masking::fixed_ratio{}, options(6));
-  trainer.resume(dir.path);
+  trainer.resume(dir.path());
   BOOST_TEST(trainer.next_step() == 3u);
   for (int s = 3; s < 6; ++s)
     BOOST_TEST(trainer.step(batch_of(static_cast<std::uint64_t>(s)).view()).loss == losses[static_cast<std::size_t>(s)]);

@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "io/support.hpp"
 #include "support/errors.hpp"
 
 namespace {
@@ -57,14 +58,7 @@ meap::train::pretrain_options options(std::int64_t total_steps) {
   return o;
 }
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    path = std::filesystem::temp_directory_path() / ("meap-train-test-" + std::to_string(std::random_device{}()));
-    std::filesystem::create_directories(path);
-  }
-  ~temp_dir() { std::filesystem::remove_all(path); }
-};
+using temp_dir = io_test::scratch_directory;
 
 bool same_parameters(meap::nn::llama_model<meap::fp32>& a, meap::nn::llama_model<meap::fp32>& b) {
   const auto pa = a.parameters(), pb = b.parameters();
@@ -107,9 +101,9 @@ BOOST_AUTO_TEST_CASE(save_then_load_gives_identical_logits) {
   config.tied_head = true;
   meap::nn::llama_model<meap::fp32> model(config);
   model.initialize(3);
-  meap::train::save_model(dir.path / "f32", model);
-  meap::train::save_model(dir.path / "bf16", model, meap::dtype::bf16);
-  auto loaded = meap::train::load_pretrained<meap::fp32>(dir.path / "f32");
+  meap::train::save_model(dir / "f32", model);
+  meap::train::save_model(dir / "bf16", model, meap::dtype::bf16);
+  auto loaded = meap::train::load_pretrained<meap::fp32>(dir / "f32");
   BOOST_TEST(loaded.config().tied_head);
   BOOST_TEST(loaded.config().kv_heads == 1);
   const auto tokens = pattern_batch(0, 2, 9);
@@ -118,18 +112,18 @@ BOOST_AUTO_TEST_CASE(save_then_load_gives_identical_logits) {
   const auto b = loaded.logits(host, loaded.forward(host, ids));
   BOOST_TEST(std::memcmp(a.data(), b.data(), a.bytes()) == 0);
   // bfloat16 weights: logits close, not equal.
-  auto rounded = meap::train::load_pretrained<meap::fp32>(dir.path / "bf16");
+  auto rounded = meap::train::load_pretrained<meap::fp32>(dir / "bf16");
   const auto c = rounded.logits(host, rounded.forward(host, ids));
   double worst = 0;
   for (meap::index_t i = 0; i < a.numel(); ++i) worst = std::max(worst, double(std::fabs(a.data()[i] - c.data()[i])));
   BOOST_TEST(worst > 0.0);
   BOOST_TEST(worst < 0.05);
   // The directory is in Hugging Face layout.
-  std::ifstream config_json(dir.path / "f32" / "config.json");
+  std::ifstream config_json(dir / "f32" / "config.json");
   const auto json = nlohmann::json::parse(config_json);
   BOOST_TEST(json.at("architectures")[0].get<std::string>() == "LlamaForCausalLM");
   BOOST_TEST(json.at("num_key_value_heads").get<int>() == 1);
-  const meap::safetensors_file weights(dir.path / "f32" / "model.safetensors");
+  const meap::safetensors_file weights(dir / "f32" / "model.safetensors");
   BOOST_TEST(weights.contains("model.layers.1.mlp.down_proj.weight"));
   BOOST_TEST(!weights.contains("lm_head.weight"));  // tied: transformers re-ties it on load
   BOOST_TEST(weights.entry("model.layers.0.self_attn.k_proj.weight").shape[0] == 16);  // [out = Hkv * D, in]
@@ -137,7 +131,7 @@ BOOST_AUTO_TEST_CASE(save_then_load_gives_identical_logits) {
   auto other = small_config();
   other.ffn = 48;
   meap::nn::llama_model<meap::fp32> wrong(other);
-  BOOST_CHECK_THROW(meap::train::load_model(dir.path / "f32", wrong), meap::error);
+  BOOST_CHECK_THROW(meap::train::load_model(dir / "f32", wrong), meap::error);
 }
 
 BOOST_AUTO_TEST_CASE(resume_continues_bit_for_bit) {
@@ -155,12 +149,12 @@ BOOST_AUTO_TEST_CASE(resume_continues_bit_for_bit) {
     first.initialize(11);
     meap::train::pretrainer<meap::fp32, meap::cpu> trainer(first, meap::masking::fixed_ratio{}, options(total));
     for (int s = 0; s < split; ++s) (void)trainer.step(pattern_batch(s).view());
-    trainer.save(dir.path);
+    trainer.save(dir.path());
   }
   meap::nn::llama_model<meap::fp32> resumed(small_config());
   resumed.initialize(999);  // overwritten by the checkpoint
   meap::train::pretrainer<meap::fp32, meap::cpu> trainer(resumed, meap::masking::fixed_ratio{}, options(total));
-  trainer.resume(dir.path);
+  trainer.resume(dir.path());
   BOOST_TEST(trainer.next_step() == static_cast<std::uint64_t>(split));
   for (int s = split; s < total; ++s) {
     const auto report = trainer.step(pattern_batch(static_cast<std::uint64_t>(trainer.next_step())).view());
@@ -171,13 +165,13 @@ BOOST_AUTO_TEST_CASE(resume_continues_bit_for_bit) {
   auto other = options(total);
   other.masking.seed = 6;
   meap::train::pretrainer<meap::fp32, meap::cpu> wrong_seed(resumed, meap::masking::fixed_ratio{}, other);
-  BOOST_CHECK_EXCEPTION(wrong_seed.resume(dir.path), meap::error, error_says("directory", {"seed 5"}));
+  BOOST_CHECK_EXCEPTION(wrong_seed.resume(dir.path()), meap::error, error_says("directory", {"seed 5"}));
   // A model file from another step than the trainer file (a crash between the writes) is refused.
-  meap::train::save_model(dir.path, resumed, meap::dtype::f32, 123);
-  BOOST_CHECK_EXCEPTION(trainer.resume(dir.path), meap::error, error_says("directory", {"model step 123", "trainer step 4"}));
+  meap::train::save_model(dir.path(), resumed, meap::dtype::f32, 123);
+  BOOST_CHECK_EXCEPTION(trainer.resume(dir.path()), meap::error, error_says("directory", {"model step 123", "trainer step 4"}));
   // A truncated trainer file is refused with a clear error.
-  std::filesystem::resize_file(dir.path / "trainer.safetensors", 100);
-  BOOST_CHECK_THROW(trainer.resume(dir.path), meap::error);
+  std::filesystem::resize_file(dir / "trainer.safetensors", 100);
+  BOOST_CHECK_THROW(trainer.resume(dir.path()), meap::error);
 }
 
 BOOST_AUTO_TEST_CASE(non_finite_values_skip_the_update) {

@@ -84,13 +84,27 @@ gradient_table make_gradient_table(const cuda& device, std::span<const named_par
   return table;
 }
 
-// partial: (chunks). partial[c] = sum over chunk c's elements of double(g)^2, a fixed tree per
-// block. Chunks stride by gridDim.x.
+// partial[chunk] = sum over g[begin, end) of double(g)^2, a fixed tree per block (the block's
+// threads stride the range; cub reduces). Every thread of the block calls it.
+template <class T, int Threads>
+__device__ void chunk_sum_of_squares(const T* g, index_t begin, index_t end,
+                                     typename cub::BlockReduce<double, Threads>::TempStorage& storage, double* partial) {
+  double sum = 0.0;
+  for (index_t i = begin + threadIdx.x; i < end; i += Threads) {
+    const auto x = static_cast<double>(to_float(g[i]));
+    sum += x * x;
+  }
+  const double total = cub::BlockReduce<double, Threads>(storage).Sum(sum);
+  if (threadIdx.x == 0) *partial = total;
+  __syncthreads();  // storage is reused by the next chunk
+}
+
+// partial: (chunks). partial[c] = the sum of squares of chunk c of the tensor list. Chunks stride
+// by gridDim.x.
 template <class T, int Threads>
 __global__ void __launch_bounds__(Threads)
     norm_partial_kernel(const std::int64_t* table, int count, index_t chunks, double* partial) {
-  using reduce = cub::BlockReduce<double, Threads>;
-  __shared__ typename reduce::TempStorage storage;
+  __shared__ typename cub::BlockReduce<double, Threads>::TempStorage storage;
   const std::int64_t* first_chunk = table;
   const std::int64_t* numel = table + count;
   const std::int64_t* pointers = table + 3 * count;
@@ -99,14 +113,7 @@ __global__ void __launch_bounds__(Threads)
     const T* g = reinterpret_cast<const T*>(static_cast<std::uintptr_t>(pointers[p]));
     const index_t begin = (chunk - first_chunk[p]) * cuda_plan::norm_chunk;
     const index_t end = begin + cuda_plan::norm_chunk < numel[p] ? begin + cuda_plan::norm_chunk : numel[p];
-    double sum = 0.0;
-    for (index_t i = begin + threadIdx.x; i < end; i += Threads) {
-      const auto x = static_cast<double>(to_float(g[i]));
-      sum += x * x;
-    }
-    const double total = reduce(storage).Sum(sum);
-    if (threadIdx.x == 0) partial[chunk] = total;
-    __syncthreads();  // storage is reused by the next chunk
+    chunk_sum_of_squares<T, Threads>(g, begin, end, storage, partial + chunk);
   }
 }
 
@@ -179,19 +186,11 @@ std::optional<nonfinite_gradient> find_nonfinite(const cuda& device, std::span<c
 // The flat form. partial (chunks): sum of squares of each chunk of g (n), as norm_partial_kernel.
 template <class T, int Threads>
 __global__ void __launch_bounds__(Threads) flat_partial_kernel(const T* g, index_t n, index_t chunks, double* partial) {
-  using reduce = cub::BlockReduce<double, Threads>;
-  __shared__ typename reduce::TempStorage storage;
+  __shared__ typename cub::BlockReduce<double, Threads>::TempStorage storage;
   for (index_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
     const index_t begin = chunk * cuda_plan::norm_chunk;
     const index_t end = begin + cuda_plan::norm_chunk < n ? begin + cuda_plan::norm_chunk : n;
-    double sum = 0.0;
-    for (index_t i = begin + threadIdx.x; i < end; i += Threads) {
-      const auto x = static_cast<double>(to_float(g[i]));
-      sum += x * x;
-    }
-    const double total = reduce(storage).Sum(sum);
-    if (threadIdx.x == 0) partial[chunk] = total;
-    __syncthreads();  // storage is reused by the next chunk
+    chunk_sum_of_squares<T, Threads>(g, begin, end, storage, partial + chunk);
   }
 }
 
