@@ -17,6 +17,8 @@
 
 #include <cublasLt.h>
 
+#include "support/figures.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -25,6 +27,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -348,6 +351,7 @@ int run(const options& opt) {
               "fwd ms", "TFLOP/s", "f+b ms", "TFLOP/s", "naive f", "x", "naive fb", "x", "sdpa f", "x", "sdpa fb", "x",
               "err/naive");
   const meap::cuda device(stream);
+  const meap_bench::figures figures("attention");
   for (const int D : {64, 128}) {
     const int H = 2048 / D;
     for (long long L = opt.min_t; L <= opt.max_t; L *= 2) {
@@ -380,6 +384,7 @@ int run(const options& opt) {
       const double both_flops = fwd_flops + plan::causal_backward_flops(B, static_cast<double>(L), H, D);
 
       char naive_f[64] = "-", naive_fx[32] = "-", naive_fb[64] = "-", naive_fbx[32] = "-", error[32] = "-";
+      std::optional<double> naive_fwd_ms, naive_both_ms, naive_error, sdpa_fwd_ms, sdpa_both_ms;
       std::size_t free_bytes = 0, total_bytes = 0;
       MEAP_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
       if (opt.naive &&
@@ -397,6 +402,8 @@ int run(const options& opt) {
                                  reinterpret_cast<E*>(n_dq.data()), reinterpret_cast<E*>(n_dk.data()),
                                  reinterpret_cast<E*>(n_dv.data()), stream);
         });
+        naive_fwd_ms = nf;
+        naive_both_ms = nfb;
         std::snprintf(naive_f, sizeof naive_f, "%.1f", tflops(fwd_flops, nf));
         std::snprintf(naive_fx, sizeof naive_fx, "%.2f", nf / fwd_ms);
         std::snprintf(naive_fb, sizeof naive_fb, "%.1f", tflops(both_flops, nfb));
@@ -421,10 +428,13 @@ int run(const options& opt) {
           std::memcpy(&size, host_stats.data() + 2 * i + 1, sizeof size);
           worst = std::max(worst, static_cast<double>(diff) / std::max(1e-30, static_cast<double>(size)));
         }
+        naive_error = worst;
         std::snprintf(error, sizeof error, "%.2e", worst);
       }
       char sdpa_f[32] = "-", sdpa_fx[32] = "-", sdpa_fb[32] = "-", sdpa_fbx[32] = "-";
       if (const auto found = sdpa.find({D, static_cast<int>(L)}); found != sdpa.end()) {
+        sdpa_fwd_ms = found->second.first;
+        sdpa_both_ms = found->second.second;
         std::snprintf(sdpa_f, sizeof sdpa_f, "%.1f", tflops(fwd_flops, found->second.first));
         std::snprintf(sdpa_fx, sizeof sdpa_fx, "%.2f", found->second.first / fwd_ms);
         std::snprintf(sdpa_fb, sizeof sdpa_fb, "%.1f", tflops(both_flops, found->second.second));
@@ -434,6 +444,11 @@ int run(const options& opt) {
                   fwd_ms, tflops(fwd_flops, fwd_ms), both_ms, tflops(both_flops, both_ms), naive_f, naive_fx, naive_fb,
                   naive_fbx, sdpa_f, sdpa_fx, sdpa_fb, sdpa_fbx, error);
       std::fflush(stdout);
+      figures.add({{"dtype", opt.dtype}, {"D", D}, {"T", L}, {"B", B}, {"H", H}, {"fwd_ms", fwd_ms},
+                   {"fwd_tflops", tflops(fwd_flops, fwd_ms)}, {"fwd_bwd_ms", both_ms},
+                   {"fwd_bwd_tflops", tflops(both_flops, both_ms)}, {"naive_fwd_ms", figures.maybe(naive_fwd_ms)},
+                   {"naive_fwd_bwd_ms", figures.maybe(naive_both_ms)}, {"sdpa_fwd_ms", figures.maybe(sdpa_fwd_ms)},
+                   {"sdpa_fwd_bwd_ms", figures.maybe(sdpa_both_ms)}, {"max_error_vs_naive", figures.maybe(naive_error)}});
     }
   }
   (void)cublasLtDestroy(handle);

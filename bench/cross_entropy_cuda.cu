@@ -19,6 +19,7 @@
 // The PyTorch figure for the same shapes: python3 bench/cross_entropy_torch.py (GPU machine).
 #include <meap/cuda.hpp>
 
+#include "support/figures.hpp"
 #include "support/timing.hpp"
 
 #include <cstdint>
@@ -173,6 +174,12 @@ int main(int argc, char** argv) {
                 t_base / t_fused, t_base_fwd / t_fused_fwd,
                 m_fused > 0 ? static_cast<double>(m_base) / static_cast<double>(m_fused) : 0.0);
     std::printf("(the (N, V) bf16 logits alone are %.1f MiB)\n", mib(static_cast<std::uint64_t>(N * V * 2)));
+    meap_bench::figures("cross_entropy")
+        .add({{"tokens", N}, {"d", d}, {"V", V}, {"selected", selected}, {"dtype", "bf16"},
+              {"fused_fwd_bwd_ms", 1e3 * t_fused}, {"fused_fwd_ms", 1e3 * t_fused_fwd},
+              {"fused_tflops", flops_fused / t_fused * 1e-12}, {"fused_extra_mib", mib(m_fused)},
+              {"full_logits_fwd_bwd_ms", 1e3 * t_base}, {"full_logits_fwd_ms", 1e3 * t_base_fwd},
+              {"full_logits_extra_mib", mib(m_base)}, {"fused_loss", fused_loss}, {"full_logits_loss", baseline_loss}});
   }
   MEAP_CUDA_CHECK(cudaStreamDestroy(stream));
   return 0;

@@ -13,8 +13,11 @@ before it (inputs and parameter gradients exist beforehand), comparable to the C
 
     python3 bench/cross_entropy_torch.py [--tokens 16384] [--d 2048] [--vocab 32000] [--fraction 0.3]
         [--meap-ms 12.3 --meap-mib 300]   # optional: the fused figures, to print the ratios
+With MEAP_BENCH_FIGURES=<file> set, each figure is also appended to that file as a JSON line.
 """
 import argparse
+import json
+import os
 import sys
 
 
@@ -98,6 +101,11 @@ def main() -> int:
         mem = extra_mib(upcast)
         results[upcast] = (ms, mem)
         print(f"{name:<40} {ms:>10.3f} {flops / (ms * 1e-3) * 1e-12:>10.1f} {mem:>12.1f} {fwd:>10.3f}")
+        if os.environ.get("MEAP_BENCH_FIGURES"):  # one JSON line per figure, as the C++ benches write
+            with open(os.environ["MEAP_BENCH_FIGURES"], "a", encoding="utf-8") as figures:
+                figures.write(json.dumps({"bench": "cross_entropy_torch", "path": name, "tokens": n, "d": d, "V": v,
+                                          "selected": selected, "torch": torch.__version__, "fwd_bwd_ms": ms,
+                                          "fwd_ms": fwd, "extra_mib": mem}) + "\n")
     if args.meap_ms is not None:
         for upcast, (ms, mem) in results.items():
             ratio_mem = f", memory {mem / args.meap_mib:.2f}x" if args.meap_mib else ""

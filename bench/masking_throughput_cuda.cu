@@ -5,6 +5,7 @@
 // Usage: bench_masking_cuda [rows, default 64] [T, default 4096]
 #include <meap/cuda.hpp>
 
+#include "support/figures.hpp"
 #include "support/timing.hpp"
 
 #include <chrono>
@@ -82,9 +83,12 @@ int main(int argc, char** argv) {
     std::printf("masking a [%lld, %lld] batch on %s; baseline: meap::cpu (one thread) in this run\n", rows, length,
                 properties.name);
     std::printf("%-34s %14s %14s %8s\n", "policy", "GPU rows/s", "CPU rows/s", "ratio");
+    const meap_bench::figures figures("masking");
     const auto line = [&](const char* name, double gpu, double cpu) {
       std::printf("%-34s %14.0f %14.0f %8.2f\n", name, static_cast<double>(rows) / gpu, static_cast<double>(rows) / cpu,
                   cpu / gpu);
+      figures.add({{"policy", name}, {"rows", rows}, {"T", length}, {"gpu_rows_per_s", static_cast<double>(rows) / gpu},
+                   {"cpu_one_thread_rows_per_s", static_cast<double>(rows) / cpu}});
     };
     line("fixed_ratio 0.15, per_row", on_gpu(mm::fixed_ratio{}), on_cpu(mm::fixed_ratio{}));
     line("fixed_ratio 0.15, per_batch", on_gpu(mm::fixed_ratio{.sharing = mm::sharing::per_batch}),
@@ -92,6 +96,8 @@ int main(int argc, char** argv) {
     line("span 0.15 (mean 3, max 10), per_row", on_gpu(mm::span{}), on_cpu(mm::span{}));
     std::printf("%-34s %14.0f  (device copy of the batch only: the floor)\n", "copy of tokens to ids + labels",
                 static_cast<double>(rows) / copied);
+    figures.add({{"policy", "copy only (the floor)"}, {"rows", rows}, {"T", length},
+                 {"gpu_rows_per_s", static_cast<double>(rows) / copied}});
   }
   MEAP_CUDA_CHECK(cudaStreamDestroy(stream));
   return 0;

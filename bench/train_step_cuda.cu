@@ -20,6 +20,8 @@
 //                              [--dtype bf16|fp16|fp32] [--torch FILE] [--peak-tflops X] [--layers N]
 #include <meap/cuda.hpp>
 
+#include "support/figures.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -153,6 +155,7 @@ int main(int argc, char** argv) {
       std::printf("  PyTorch: not measured (run bench/train_step_torch.py --out FILE, then pass --torch FILE)\n");
     }
     std::printf("JSON %s\n", out.dump().c_str());
+    meap_bench::figures("train_step").add(out);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train_step_cuda: %s\n", e.what());

@@ -13,6 +13,7 @@ reads with --torch FILE:
 """
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -177,6 +178,14 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False  # meap's fp32 GEMMs are full float32
     model = Llama(args.vocab, 768, args.layers, 12, 2, 2048, args.seq).cuda()
     result["eager_tokens_per_second"] = measure(model, args, "eager")
+
+    def write():
+        # Written after each measurement, so that a run stopped during torch.compile keeps eager's.
+        with open(args.out + ".tmp", "w", encoding="utf-8") as out:
+            json.dump(result, out, indent=1)
+        os.replace(args.out + ".tmp", args.out)
+
+    write()
     if args.no_compile:
         result["compile_tokens_per_second"] = None
         result["compile_error"] = "--no-compile"
@@ -187,8 +196,7 @@ def main():
             result["compile_tokens_per_second"] = None
             result["compile_error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             print(f"  PyTorch torch.compile: failed ({result['compile_error']})")
-    with open(args.out, "w", encoding="utf-8") as out:
-        json.dump(result, out, indent=1)
+    write()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,15 @@
 # meapPrograms.cmake: helpers for meap's own tests, examples and benchmarks (never installed).
 
-# meap_configure_program(<target>): warnings, CUDA architectures, and the library it tests.
+# meap_configure_program(<target> [GPU_CHECK]): warnings, CUDA architectures, and the library it
+# tests. GPU_CHECK marks a program of the GPU check (tools/gpu_check.sh): it is built to run on
+# another machine than this one, so without a CBLAS (the CPU references in GPU tests are small;
+# Eigen does them) and, like every CUDA translation unit, without -march=native.
 function(meap_configure_program target)
+  cmake_parse_arguments(arg "GPU_CHECK" "" "" ${ARGN})
+  if(arg_GPU_CHECK)
+    set_target_properties(${target} PROPERTIES MEAP_WITHOUT_BLAS ON)
+    set_property(GLOBAL APPEND PROPERTY MEAP_GPU_CHECK_PROGRAMS ${target})
+  endif()
   get_target_property(sources ${target} SOURCES)
   set(uses_cuda FALSE)
   foreach(source IN LISTS sources)
@@ -12,6 +20,11 @@ function(meap_configure_program target)
   if(uses_cuda)
     target_link_libraries(${target} PRIVATE meap::cuda)
     set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES "${MEAP_CUDA_ARCHITECTURES}")
+    if(MEAP_ENABLE_OPENMP)
+      # OpenMP::OpenMP_CXX gives -fopenmp to C++ translation units only; the host code of a .cu
+      # file (the CPU references of the GPU tests, meap::cpu calls in a CUDA program) needs it too.
+      target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-fopenmp>)
+    endif()
   else()
     target_link_libraries(${target} PRIVATE meap::meap)
   endif()
@@ -50,7 +63,11 @@ endfunction()
 function(meap_add_test name)
   cmake_parse_arguments(arg "" "" "SOURCES;LABELS" ${ARGN})
   add_executable(${name} ${arg_SOURCES})
-  meap_configure_program(${name})
+  if("gpu" IN_LIST arg_LABELS)
+    meap_configure_program(${name} GPU_CHECK)
+  else()
+    meap_configure_program(${name})
+  endif()
   target_link_libraries(${name} PRIVATE Boost::headers)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   add_test(NAME ${name} COMMAND ${name})

@@ -711,6 +711,20 @@ BOOST_AUTO_TEST_CASE(rmsnorm_backward_takes_any_row_count) {
   meap::rmsnorm_forward<float>(device, gx.view(), gw.view(), gy.view(), gr.view(), 1e-5);
   meap::rmsnorm_backward<float>(device, gx.view(), gw.view(), gr.view(), gdy.view(), gdx.view(), gdw.view());
   CHECK_TYPE_CLOSE(download(device, gdw.view()), as_vector(hdw), 1e-4, "dw over 4.2M rows");
+  CHECK_TYPE_CLOSE(download(device, gy.view()), as_vector(hy), 2e-6, "y over 4.2M rows");
+  CHECK_TYPE_CLOSE(download(device, gr.view()), as_vector(hr), 2e-6, "inv_rms over 4.2M rows");
+  CHECK_TYPE_CLOSE(download(device, gdx.view()), as_vector(hdx), 2e-6, "dx over 4.2M rows");
+}
+
+// The fused cross-entropy at a real vocabulary (V = 32064, the paper's 0.1B model) with bfloat16
+// inputs, 30% of 4096 rows selected and a small logits budget: many row blocks, each accumulating
+// into d_weight (float, and bfloat16 rounded once at the end).
+BOOST_AUTO_TEST_CASE(bfloat16_head_with_a_large_vocabulary_and_many_row_blocks) {
+  std::mt19937 rng(35);
+  constexpr std::size_t budget = std::size_t{8} << 20;  // 8 MiB of logits per block: 65 rows of 32064
+  check_linear_cross_entropy<meap::bfloat16, float>(device, rng, 4096, 128, 32064, 0.7, {}, budget);
+  check_linear_cross_entropy<meap::bfloat16, meap::bfloat16>(device, rng, 4096, 128, 32064, 0.7,
+                                                             {.label_smoothing = 0.1}, budget);
 }
 
 // A view of another GPU than the current one is refused at the door.

@@ -58,6 +58,34 @@ inline double relative_error(const std::vector<double>& got, const std::vector<d
   return err / scale;
 }
 
+// The worst row of `got` against `want`, each row measured against its own size: a global
+// tolerance lets one wrong row of a long sequence hide under the largest values elsewhere. A row
+// is `row_length` consecutive elements; its error is max |got - want| / max(max |want| in the
+// row, floor), the floor (1% of the largest |want|, at least 1e-2) keeping rows whose values
+// cancel to almost nothing from dividing rounding noise by zero.
+struct row_error {
+  double error = 0;
+  index_t row = -1;  // the worst row
+};
+inline row_error worst_row_error(const std::vector<double>& got, const std::vector<double>& want, index_t row_length) {
+  double largest = 1;
+  for (double w : want) largest = std::max(largest, std::abs(w));
+  const double floor = 1e-2 * largest;
+  row_error worst;
+  const auto rows = static_cast<index_t>(want.size()) / row_length;
+  for (index_t r = 0; r < rows; ++r) {
+    double err = 0, scale = floor;
+    for (index_t i = r * row_length; i < (r + 1) * row_length; ++i) {
+      const auto u = static_cast<std::size_t>(i);
+      if (!std::isfinite(got[u])) return {INFINITY, r};
+      err = std::max(err, std::abs(got[u] - want[u]));
+      scale = std::max(scale, std::abs(want[u]));
+    }
+    if (err / scale > worst.error) worst = {err / scale, r};
+  }
+  return worst;
+}
+
 struct attention_problem {
   index_t B, T, Hq, Hkv, D;
   double scale;

@@ -114,6 +114,10 @@ BOOST_AUTO_TEST_CASE(fixed_ratio_matches_cpu) {
     BOOST_TEST(compared >= 24);
     // More rows than a grid's y extent (65535): the kernels loop over rows.
     BOOST_TEST(check_cpu_equals_cuda(device, mm::fixed_ratio{}, plain_batch(70000, 3, 9), {.mask_id = mask}));
+    BOOST_TEST(check_cpu_equals_cuda(device, mm::fixed_ratio{.ratio = 0.3, .sharing = mm::sharing::per_batch},
+                                     plain_batch(70000, 9, 10), {.seed = 4, .mask_id = mask}));
+    BOOST_TEST(check_cpu_equals_cuda(device, mm::span{.ratio = 0.3, .mean_length = 2.0, .max_length = 3},
+                                     plain_batch(66000, 17, 11), {.seed = 5, .mask_id = mask}));
     // A micro-batch other than the first: the same (seed, step, micro-batch, row) keys on both devices.
     for (const auto sharing : {mm::sharing::per_row, mm::sharing::per_batch})
       BOOST_TEST(check_cpu_equals_cuda(device, mm::fixed_ratio{.ratio = 0.2, .sharing = sharing}, messy_batch(6, 65, 3),

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <span>
@@ -55,6 +56,15 @@ inline double worst_relative(const std::vector<float>& got, const std::vector<fl
     scale = std::max(scale, std::abs(static_cast<double>(ref[i])));
   }
   return worst / scale;
+}
+
+// FNV-1a over the bytes of `values`, continuing from `h`: a digest that two processes print and
+// a CTest script compares (the *_determinism_across_processes tests).
+inline constexpr std::uint64_t digest_start = 0xcbf29ce484222325ULL;
+inline std::uint64_t digest_of(std::uint64_t h, const std::vector<float>& values) {
+  const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
+  for (std::size_t i = 0; i < values.size() * sizeof(float); ++i) h = (h ^ bytes[i]) * 0x100000001b3ULL;
+  return h;
 }
 
 inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {

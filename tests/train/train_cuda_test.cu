@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -192,6 +193,21 @@ BOOST_AUTO_TEST_CASE(checkpoints_move_between_devices) {
   BOOST_TEST(bitwise_equal(values_of(device, back.store().master_flat()), values_of(device, cpu_model.store().master_flat())));
   BOOST_TEST(bitwise_equal(values_of(device, back.store().compute_flat()),
                            values_of(device, gpu_model.store().compute_flat())));
+}
+
+// Prints a digest of the master weights and losses after 4 bf16 steps with packed documents. The
+// CTest test train_determinism_across_processes runs this case in two processes and compares: the
+// same bits, whatever cuBLASLt's heuristics, the allocator or the scheduling did in each.
+BOOST_AUTO_TEST_CASE(print_digest) {
+  meap::nn::llama_model<meap::bf16_mixed, meap::cuda> model(gqa_config(), device);
+  model.initialize(12);
+  meap::train::pretrainer trainer(model, meap::masking::fixed_ratio{}, options(4));
+  std::vector<float> losses;
+  for (int s = 0; s < 4; ++s)
+    losses.push_back(static_cast<float>(trainer.step(batch_of(static_cast<std::uint64_t>(s)).view(), segments_of().view()).loss));
+  const auto h = meap_test::digest_of(meap_test::digest_of(meap_test::digest_start, losses),
+                                      values_of(device, model.store().master_flat()));
+  std::printf("meap-digest: %016llx\n", static_cast<unsigned long long>(h));
 }
 
 // 6 steps straight, or 3, a training checkpoint, a fresh model and trainer, 3 more: the same
