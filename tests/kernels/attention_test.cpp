@@ -1,6 +1,7 @@
 // meap::attention_*: forward, backward and the probe against the float64 reference, finite
 // differences, GQA / MQA, segment ids, every dtype, and the argument checks.
 #include "kernels/reference.hpp"
+#include "support/gradient_check.hpp"
 
 #include <meap/meap.hpp>
 
@@ -161,14 +162,7 @@ BOOST_AUTO_TEST_CASE(gradients_match_finite_differences) {
   const double h = 1e-6;
   for (auto [input, grad, name] : {std::tuple{&q, &dq, "q"}, std::tuple{&k, &dk, "k"}, std::tuple{&v, &dv, "v"}}) {
     for (index_t i = 0; i < input->numel(); ++i) {
-      double& x = input->data()[i];
-      const double saved = x;
-      x = saved + h;
-      const double up = f();
-      x = saved - h;
-      const double down = f();
-      x = saved;
-      const double numeric = (up - down) / (2 * h);
+      const double numeric = central_difference(input->data()[i], f, h);
       BOOST_TEST_CONTEXT(name << "[" << i << "]") { BOOST_TEST(std::abs(grad->data()[i] - numeric) <= 1e-7); }
     }
   }

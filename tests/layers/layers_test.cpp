@@ -14,6 +14,8 @@
 #include <random>
 #include <vector>
 
+#include "support/gradient_check.hpp"
+
 namespace {
 
 using tensor_d = meap::tensor<double, meap::cpu>;
@@ -28,15 +30,8 @@ tensor_d random_tensor(const meap::dims& shape, std::mt19937& engine, double sca
 
 // Checks analytic gradient `grad` of scalar `loss()` with respect to `param` by central differences.
 void check_gradient(tensor_d& param, const tensor_d& grad, const std::function<double()>& loss, const char* what) {
-  const double h = 1e-6;
   for (meap::index_t i = 0; i < param.numel(); ++i) {
-    const double saved = param.data()[i];
-    param.data()[i] = saved + h;
-    const double up = loss();
-    param.data()[i] = saved - h;
-    const double down = loss();
-    param.data()[i] = saved;
-    const double numeric = (up - down) / (2 * h);
+    const double numeric = meap_test::central_difference(param.data()[i], loss);
     BOOST_TEST_REQUIRE(std::fabs(numeric - grad.data()[i]) <= 1e-6 * (1.0 + std::fabs(numeric)),
                        what << "[" << i << "]: analytic " << grad.data()[i] << " vs numeric " << numeric);
   }

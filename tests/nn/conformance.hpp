@@ -26,6 +26,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "support/gradient_check.hpp"
+
 namespace conformance {
 
 using meap::dims;
@@ -350,15 +352,8 @@ void check_finite_differences(std::uint64_t seed) {
     for (index_t i = 0; i < y.numel(); ++i) sum += w[static_cast<std::size_t>(i)] * y.data()[i];
     return sum;
   };
-  const double h = 1e-6;
   const auto check = [&](double& coordinate, double expected, const std::string& what) {
-    const double saved = coordinate;
-    coordinate = saved + h;
-    const double up = loss();
-    coordinate = saved - h;
-    const double down = loss();
-    coordinate = saved;
-    const double numeric = (up - down) / (2 * h);
+    const double numeric = meap_test::central_difference(coordinate, loss);
     const char* name = Case<meap::fp64, meap::cpu>::name;
     BOOST_TEST_REQUIRE(std::fabs(numeric - expected) <= 1e-6 * (1 + std::fabs(numeric)),
                        name << " " << what << ": analytic " << expected << " vs numeric " << numeric);

@@ -11,6 +11,8 @@
 #include <random>
 #include <vector>
 
+#include "support/gradient_check.hpp"
+
 namespace {
 
 const meap::cpu host;
@@ -73,13 +75,8 @@ void check_whole_model_gradient(bool tied, bool packed) {
     const meap::index_t n = p.value.numel();
     const meap::index_t stride = n > 24 ? (n + 22) / 23 : 1;
     for (meap::index_t i = 0; i < n; i = (i + stride < n || i == n - 1) ? i + stride : n - 1) {
-      const double saved = p.value.data()[i];
-      p.value.data()[i] = saved + h;
-      const double up = model_loss(model, tokens, labels, segments, false);
-      p.value.data()[i] = saved - h;
-      const double down = model_loss(model, tokens, labels, segments, false);
-      p.value.data()[i] = saved;
-      const double numeric = (up - down) / (2 * h);
+      const double numeric = meap_test::central_difference(
+          p.value.data()[i], [&] { return model_loss(model, tokens, labels, segments, false); }, h);
       BOOST_TEST_REQUIRE(std::fabs(numeric - p.grad.data()[i]) <= 1e-6 * (1 + std::fabs(numeric)),
                          p.name << "[" << i << "]: analytic " << p.grad.data()[i] << " vs numeric " << numeric);
     }
