@@ -12,12 +12,13 @@
 // Times: best of --repeats runs of one call (cudaEvent), after a warm-up.
 //
 // Usage: bench_attention_cuda [--dtype bf16|fp16] [--sdpa FILE] [--repeats N] [--min-t N] [--max-t N]
-//                             [--no-naive]
+//                             [--no-naive] (--help)
 #include <meap/cuda.hpp>
 
 #include <cublasLt.h>
 
 #include "support/figures.hpp"
+#include "support/main.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -29,6 +30,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -315,10 +317,7 @@ std::map<std::pair<int, int>, std::pair<double, double>> read_sdpa(const std::st
   std::map<std::pair<int, int>, std::pair<double, double>> figures;
   if (path.empty()) return figures;
   std::ifstream in(path);
-  if (!in) {
-    std::fprintf(stderr, "bench_attention_cuda: cannot read --sdpa file '%s'\n", path.c_str());
-    std::exit(2);
-  }
+  if (!in) throw std::runtime_error("cannot read --sdpa file '" + path + "'");
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] == '#') continue;
@@ -457,45 +456,41 @@ int run(const options& opt) {
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_bench(int argc, char** argv) {
   options opt;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "bench_attention_cuda: %s needs a value\n", arg.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (arg == "--dtype")
-      opt.dtype = value();
-    else if (arg == "--sdpa")
-      opt.sdpa_file = value();
-    else if (arg == "--repeats")
-      opt.repeats = std::max(1, std::atoi(value().c_str()));
-    else if (arg == "--min-t")
-      opt.min_t = std::max(1LL, std::atoll(value().c_str()));
-    else if (arg == "--max-t")
-      opt.max_t = std::atoll(value().c_str());
-    else if (arg == "--no-naive")
-      opt.naive = false;
-    else {
-      std::fprintf(stderr,
-                   "usage: bench_attention_cuda [--dtype bf16|fp16] [--sdpa FILE] [--repeats N] [--min-t N] [--max-t N] "
-                   "[--no-naive]\n");
-      return 2;
-    }
-  }
-  if (opt.dtype != "bf16" && opt.dtype != "fp16") {
-    std::fprintf(stderr, "bench_attention_cuda: argument '--dtype' = %s: expected bf16 or fp16\n", opt.dtype.c_str());
-    return 2;
-  }
+  CLI::App app{"bench_attention_cuda: causal attention on a CUDA device in TFLOP/s, forward and forward+backward, "
+               "against a cuBLASLt naive attention and (--sdpa) PyTorch SDPA",
+               "bench_attention_cuda"};
+  app.add_option("--dtype", opt.dtype, "element type")->check(CLI::IsMember({"bf16", "fp16"}))->capture_default_str();
+  app.add_option("--sdpa", opt.sdpa_file, "PyTorch SDPA figures written by bench/attention_sdpa.py")
+      ->check(CLI::ExistingFile);
+  app.add_option("--repeats", opt.repeats, "timed runs per figure (the best is kept)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  // T doubles from --min-t while it is at most --max-t; the naive baseline takes T as an int.
+  app.add_option("--min-t", opt.min_t, "the shortest sequence length")
+      ->check(CLI::Range(1ll, 1ll << 30))
+      ->capture_default_str();
+  app.add_option("--max-t", opt.max_t, "the longest sequence length")
+      ->check(CLI::Range(1ll, 1ll << 30))
+      ->capture_default_str();
+  app.add_flag_callback("--no-naive", [&] { opt.naive = false; },
+                        "skip the cuBLASLt naive baseline (and the error check it gives)");
+  app.callback([&] {
+    if (opt.max_t < opt.min_t)
+      throw CLI::ValidationError("--max-t", "Value " + std::to_string(opt.max_t) + " is less than --min-t (" +
+                                                std::to_string(opt.min_t) + ")");
+  });
+  if (const int code = meap_bench::parse(app, argc, argv); code >= 0) return code;
   if (!meap::has_cuda_device()) {
     std::printf("bench_attention_cuda: no CUDA device is available; nothing measured\n");
     return 0;
   }
   return opt.dtype == "bf16" ? run<meap::bfloat16>(opt) : run<meap::half>(opt);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return meap_bench::guarded_main("bench_attention_cuda", [&] { return run_bench(argc, argv); });
 }

@@ -15,16 +15,16 @@
 // neither. FLOPs are the textbook 3 x 2 rows V d of the three GEMMs (forward, d_hidden, d_weight).
 //
 // Usage: bench_cross_entropy_cuda [tokens N = 16384] [d = 2048] [V = 32000] [selected fraction = 0.3]
-//        [logits budget MiB = 256]
+//        [logits budget MiB = 256] (--help)
 // The PyTorch figure for the same shapes: python3 bench/cross_entropy_torch.py (GPU machine).
 #include <meap/cuda.hpp>
 
 #include "support/figures.hpp"
+#include "support/main.hpp"
 #include "support/timing.hpp"
 
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <span>
 #include <string>
 #include <vector>
@@ -62,21 +62,26 @@ struct memory_probe {
 
 double mib(std::uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const long long N = argc > 1 ? std::atoll(argv[1]) : 16384;
-  const long long d = argc > 2 ? std::atoll(argv[2]) : 2048;
-  const long long V = argc > 3 ? std::atoll(argv[3]) : 32000;
-  const double fraction = argc > 4 ? std::atof(argv[4]) : 0.3;
-  const long long budget_mib = argc > 5 ? std::atoll(argv[5]) : 256;
-  if (N < 1 || d < 1 || V < 2 || !(fraction > 0 && fraction <= 1) || budget_mib < 1) {
-    std::fprintf(stderr,
-                 "bench_cross_entropy_cuda: arguments N = %lld, d = %lld, V = %lld, fraction = %g, budget = %lld MiB: "
-                 "expected N >= 1, d >= 1, V >= 2, 0 < fraction <= 1, budget >= 1\n",
-                 N, d, V, fraction, budget_mib);
-    return 2;
-  }
+int run_bench(int argc, char** argv) {
+  long long N = 16384;
+  long long d = 2048;
+  long long V = 32000;
+  double fraction = 0.3;
+  long long budget_mib = 256;
+  CLI::App app{"bench_cross_entropy_cuda: the selective cross-entropy fused with the LM head against full logits + "
+               "softmax-CE, bfloat16, time and peak extra memory",
+               "bench_cross_entropy_cuda"};
+  // Labels are std::int32_t class ids, so V stays below 2^31.
+  app.add_option("N", N, "tokens (rows of hidden)")->check(CLI::Range(1ll, 1ll << 30))->capture_default_str();
+  app.add_option("d", d, "hidden size")->check(CLI::Range(1ll, 1ll << 20))->capture_default_str();
+  app.add_option("V", V, "vocabulary size")->check(CLI::Range(2ll, static_cast<long long>(INT32_MAX)))->capture_default_str();
+  app.add_option("fraction", fraction, "fraction of the rows that carry a label")
+      ->check(meap_bench::fraction())
+      ->capture_default_str();
+  app.add_option("budget_mib", budget_mib, "the fused path's logits budget in MiB (cross_entropy_options)")
+      ->check(CLI::Range(1ll, 1ll << 20))
+      ->capture_default_str();
+  if (const int code = meap_bench::parse(app, argc, argv); code >= 0) return code;
   if (!meap::has_cuda_device()) {
     std::printf("bench_cross_entropy_cuda: no CUDA device is available; nothing measured\n");
     return 0;
@@ -183,4 +188,10 @@ int main(int argc, char** argv) {
   }
   MEAP_CUDA_CHECK(cudaStreamDestroy(stream));
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return meap_bench::guarded_main("bench_cross_entropy_cuda", [&] { return run_bench(argc, argv); });
 }

@@ -6,9 +6,10 @@
 //   attention fwd: 2 GEMMs over the causal half, 2 * 2 * B * Hq * D * T(T+1)/2
 //   attention bwd: 2.5x the forward (dV, dP, dQ, dK, as FlashAttention counts it)
 //   fused CE fwd: 2 * n_sel * V * d;  bwd: 2x that (dW and dH; the logits recompute is not counted)
-// Usage: bench_kernels [T, default 1024]
+// Usage: bench_kernels [T, default 1024] (--help)
 #include <meap/meap.hpp>
 
+#include "support/main.hpp"
 #include "support/timing.hpp"
 
 #include <Eigen/Core>
@@ -16,7 +17,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -123,14 +123,13 @@ void row(const char* name, const char* shape, double flops, double seconds, doub
               gflops / naive_gflops, gflops / gemm_gflops);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const index_t T = argc > 1 ? std::atoll(argv[1]) : 1024;
-  if (T <= 0) {
-    std::fprintf(stderr, "bench_kernels: argument 'T' = %s: expected a positive sequence length\n", argv[1]);
-    return 2;
-  }
+int run_bench(int argc, char** argv) {
+  index_t T = 1024;
+  CLI::App app{"bench_kernels: CPU attention and selective fused cross-entropy in GFLOP/s, against a naive loop "
+               "and Eigen's float GEMM",
+               "bench_kernels"};
+  app.add_option("T", T, "attention sequence length")->check(CLI::Range(index_t{1}, index_t{1} << 20))->capture_default_str();
+  if (const int code = meap_bench::parse(app, argc, argv); code >= 0) return code;
   std::mt19937 rng(1);
   const int threads = meap::detail::cpu_impl::max_threads();
 
@@ -212,4 +211,10 @@ int main(int argc, char** argv) {
   row("fused selective CE fwd+bwd", shape, 3.0 * ce_fwd_flops, ce_s, naive_ce_gflops, gemm_gflops);
   std::printf("\ncheck: max |dq - naive dq| = %.2e; CE loss = %.4f (log V = %.4f)\n", attn_diff, loss, std::log(double(V)));
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return meap_bench::guarded_main("bench_kernels", [&] { return run_bench(argc, argv); });
 }

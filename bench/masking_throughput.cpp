@@ -4,16 +4,16 @@
 // keeps the first k and writes the same outputs (it checks no exclusion but the last position).
 // A plain copy of the batch into input_ids and labels (the least any masking must do) is printed
 // as a memory-bandwidth floor.
-// Usage: bench_masking [rows, default 64] [T, default 4096]
+// Usage: bench_masking [rows, default 64] [T, default 4096] (--help)
 #include <meap/meap.hpp>
 
+#include "support/main.hpp"
 #include "support/timing.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -46,15 +46,18 @@ void use_threads([[maybe_unused]] int threads) {
 #endif
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const long long rows = argc > 1 ? std::atoll(argv[1]) : 64;
-  const long long length = argc > 2 ? std::atoll(argv[2]) : 4096;
-  if (rows <= 0 || length <= 1) {
-    std::fprintf(stderr, "bench_masking: arguments 'rows' = %lld, 'T' = %lld: expected rows >= 1 and T >= 2\n", rows, length);
-    return 2;
-  }
+int run_bench(int argc, char** argv) {
+  long long rows = 64;
+  long long length = 4096;
+  CLI::App app{"bench_masking: rows per second for masking a [rows, T] pretraining batch on the CPU, against "
+               "std::shuffle over std::mt19937 per row",
+               "bench_masking"};
+  app.add_option("rows", rows, "sequences in the batch")->check(CLI::Range(1ll, 1ll << 24))->capture_default_str();
+  // T is at most INT32_MAX: masked_count takes a row length as std::int32_t.
+  app.add_option("T", length, "input positions per sequence")
+      ->check(CLI::Range(2ll, static_cast<long long>(INT32_MAX)))
+      ->capture_default_str();
+  if (const int code = meap_bench::parse(app, argc, argv); code >= 0) return code;
   constexpr std::int32_t mask_id = 3;
   const long long columns = length + 1;
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(rows * columns));
@@ -136,4 +139,10 @@ int main(int argc, char** argv) {
   std::printf("%-36s %12.0f %12s %12s %9.2f %9s  (copy only: the floor)\n", "memcpy of tokens to ids + labels",
               static_cast<double>(rows) / copied, "", "", shuffled / copied, "");
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return meap_bench::guarded_main("bench_masking", [&] { return run_bench(argc, argv); });
 }

@@ -2,16 +2,16 @@
 // against the CPU path (meap::cpu, one thread) measured in the same run. Each GPU figure covers
 // one whole apply(): its kernels and the one stream synchronization it makes to validate the
 // batch. A device-to-device copy of the batch into input_ids and labels is printed as the floor.
-// Usage: bench_masking_cuda [rows, default 64] [T, default 4096]
+// Usage: bench_masking_cuda [rows, default 64] [T, default 4096] (--help)
 #include <meap/cuda.hpp>
 
 #include "support/figures.hpp"
+#include "support/main.hpp"
 #include "support/timing.hpp"
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <span>
 #include <vector>
 
@@ -21,16 +21,18 @@ namespace mm = meap::masking;
 
 using meap_bench::best_seconds;
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const long long rows = argc > 1 ? std::atoll(argv[1]) : 64;
-  const long long length = argc > 2 ? std::atoll(argv[2]) : 4096;
-  if (rows <= 0 || length <= 1) {
-    std::fprintf(stderr, "bench_masking_cuda: arguments 'rows' = %lld, 'T' = %lld: expected rows >= 1 and T >= 2\n", rows,
-                 length);
-    return 2;
-  }
+int run_bench(int argc, char** argv) {
+  long long rows = 64;
+  long long length = 4096;
+  CLI::App app{"bench_masking_cuda: rows per second for masking a [rows, T] pretraining batch on a CUDA device, "
+               "against meap::cpu on one thread",
+               "bench_masking_cuda"};
+  app.add_option("rows", rows, "sequences in the batch")->check(CLI::Range(1ll, 1ll << 24))->capture_default_str();
+  // T is at most INT32_MAX: the masking policies take a row length as std::int32_t.
+  app.add_option("T", length, "input positions per sequence")
+      ->check(CLI::Range(2ll, static_cast<long long>(INT32_MAX)))
+      ->capture_default_str();
+  if (const int code = meap_bench::parse(app, argc, argv); code >= 0) return code;
   if (!meap::has_cuda_device()) {
     std::printf("bench_masking_cuda: no CUDA device is available; nothing measured\n");
     return 0;
@@ -101,4 +103,10 @@ int main(int argc, char** argv) {
   }
   MEAP_CUDA_CHECK(cudaStreamDestroy(stream));
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return meap_bench::guarded_main("bench_masking_cuda", [&] { return run_bench(argc, argv); });
 }

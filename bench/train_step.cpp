@@ -15,9 +15,10 @@
 // Every timing is the best of the measured steps (meap_bench::best_seconds with one run per call,
 // so that meap and LibTorch steps can alternate).
 // Usage: OMP_WAIT_POLICY=PASSIVE bench_train_step [measured steps, default 5] (see docs/performance.md:
-// without it, LibTorch's OpenMP and OpenBLAS pools spin against each other at 2+ threads).
+// without it, LibTorch's OpenMP and OpenBLAS pools spin against each other at 2+ threads; --help).
 #include <meap/train/pretrain.hpp>
 
+#include "support/main.hpp"
 #include "support/timing.hpp"
 
 #include <Eigen/Core>
@@ -158,10 +159,15 @@ void print_row(const char* name, double seconds, double flops_token) {
   std::printf("  %-30s %9.4f s %11.0f tokens/s %9.1f GFLOP/s\n", name, seconds, tokens, tokens * flops_token * 1e-9);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const int steps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 5;
+int run_bench(int argc, char** argv) {
+  int steps = 5;
+  CLI::App app{"bench_train_step: one full CPU MEAP training step (tokens/s, GFLOP/s, per-phase breakdown), "
+               "beside LibTorch when built with it",
+               "bench_train_step"};
+  app.add_option("steps", steps, "measured steps (after 2 warm-up steps); every figure is the best of them")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  if (const int code = meap_bench::parse(app, argc, argv); code >= 0) return code;
   constexpr int warmup = 2;
   const auto config = bench_config();
   const double flops_token = config.training_flops_per_token(seq);
@@ -299,4 +305,10 @@ int main(int argc, char** argv) {
 #endif
 
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return meap_bench::guarded_main("bench_train_step", [&] { return run_bench(argc, argv); });
 }

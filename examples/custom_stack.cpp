@@ -8,6 +8,7 @@
 #include <meap/meap.hpp>
 
 #include <cstdio>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -54,7 +55,7 @@ struct parallel_block {
 
 }  // namespace
 
-int main() {
+static int run() {
   using P = meap::fp32;
   using Device = meap::cpu;
   const Device device;
@@ -107,4 +108,16 @@ int main() {
     if (step % 10 == 9) std::printf("step %2llu  loss %.3f  |g| %.2f\n", static_cast<unsigned long long>(step + 1), loss.loss, clip.total_norm);
   }
   return 0;
+}
+
+// Anything unexpected ends the program with one line and a non-zero exit.
+int main() {
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", "custom_stack", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "%s: unknown error\n", "custom_stack");
+  }
+  return 1;
 }

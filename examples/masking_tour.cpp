@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <span>
 #include <string>
 #include <vector>
@@ -52,7 +53,7 @@ void print_example(const char* title, mm::finetuning_example& example) {
 
 }  // namespace
 
-int main() {
+static int run() {
   // Two rows of (T + 1) = 17 tokens: inputs are the first 16, labels the last 16.
   //   <s> the cat sat on a mat and then it slept all day </s> <pad> <pad> <pad>
   //   <s> a cat sat on the mat then it slept </s> <pad> ...
@@ -101,4 +102,16 @@ int main() {
     std::printf("\nrejected: %s\n", e.what());
   }
   return 0;
+}
+
+// Anything unexpected ends the program with one line and a non-zero exit.
+int main() {
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", "masking_tour", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "%s: unknown error\n", "masking_tour");
+  }
+  return 1;
 }

@@ -10,19 +10,19 @@
 #include <meap/meap.hpp>
 #include <meap/nn/llama.hpp>
 
+#include <CLI/CLI.hpp>
+
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <span>
-#include <stdexcept>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -133,56 +133,42 @@ struct settings {
   bool answers_only = false;  // --loss answers: labels only on the query answers (Zoology's MQAR loss)
 };
 
-[[noreturn]] void bad_argument(std::string_view option, std::string_view value, std::string_view expected) {
-  meap::throw_argument_error("meap_demo", option, std::string(value), expected);
-}
-
-template <class Integer>
-Integer parse_integer(std::string_view option, std::string_view text, Integer minimum) {
-  Integer value{};
-  const auto [end, code] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (code != std::errc{} || end != text.data() + text.size() || value < minimum)
-    bad_argument(option, text, "an integer >= " + std::to_string(minimum));
-  return value;
-}
-
-settings parse_arguments(int argc, char** argv) {
+// The command line through CLI11: --help, typed and range-checked options, errors that name the
+// option. Sets `exit_code` (0 for --help, non-zero for an error) when the program should stop.
+settings parse_arguments(int argc, char** argv, int& exit_code) {
   settings s;
-  std::optional<std::int64_t> steps;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view option = argv[i];
-    const auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) bad_argument(option, "(nothing)", "a value after " + std::string(option));
-      return argv[++i];
-    };
-    if (option == "--steps") {
-      steps = parse_integer<std::int64_t>(option, value(), 1);
-    } else if (option == "--seed") {
-      s.seed = parse_integer<std::uint64_t>(option, value(), 0);
-    } else if (option == "--out") {
-      s.out = std::string(value());
-      if (s.out.empty()) bad_argument(option, "(empty)", "a directory");
-    } else if (option == "--quick") {
-      s.quick = true;
-    } else if (option == "--loss") {
-      const std::string_view kind = value();
-      if (kind != "full" && kind != "answers") bad_argument(option, kind, "full (the method's loss) or answers");
-      s.answers_only = kind == "answers";
-    } else if (option == "--help" || option == "-h") {
-      std::printf("usage: meap_demo [--steps N] [--seed S] [--out DIR] [--loss full|answers] [--quick]\n"
-                  "  --steps N  optimizer steps per model (default 4000; --quick: 400)\n"
-                  "  --seed S   initialization, data and masking seed (default 1)\n"
-                  "  --out DIR  where meap_demo.csv and meap_demo.png go (default: .)\n"
-                  "  --loss K   full: next-token loss on every position, as the method trains (default);\n"
-                  "             answers: only the query answers carry a label, as Zoology trains MQAR\n"
-                  "  --quick    a ~1 minute smoke run: fewer steps and evaluation rows\n");
-      std::exit(0);
-    } else {
-      bad_argument("option", option, "one of --steps, --seed, --out, --loss, --quick, --help");
-    }
+  std::int64_t steps = 0;
+  std::string loss = "full";
+  std::string out = ".";
+  CLI::App app{"meap_demo: NTP against MEAP on multi-query associative recall, trained and evaluated on the CPU"};
+  app.add_option("--steps", steps, "optimizer steps per model (default 4000; --quick: 400)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
+  app.add_option("--seed", s.seed, "initialization, data and masking seed")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            if (!text.empty() && text.size() <= 20 && text.find_first_not_of("0123456789") == std::string::npos) return {};
+            return "Value " + text + " is not an integer from 0 to 18446744073709551615";
+          },
+          "UINT64"))
+      ->capture_default_str();
+  app.add_option("--out", out, "where meap_demo.csv and meap_demo.png go")->capture_default_str();
+  app.add_option("--loss", loss,
+                 "full: next-token loss on every position, as the method trains; answers: only the query answers "
+                 "carry a label, as Zoology trains MQAR")
+      ->check(CLI::IsMember({"full", "answers"}))
+      ->capture_default_str();
+  app.add_flag("--quick", s.quick, "a ~1 minute smoke run: fewer steps and evaluation rows");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    exit_code = app.exit(e);
+    return s;
   }
+  if (out.empty()) meap::throw_argument_error("meap_demo", "--out", "\"\"", "a directory");
+  s.out = out;
+  s.answers_only = loss == "answers";
   if (s.quick) s.eval_rows = 32;
-  s.steps = steps ? *steps : (s.quick ? 400 : s.steps);
+  s.steps = steps > 0 ? steps : (s.quick ? 400 : s.steps);
   return s;
 }
 
@@ -361,9 +347,9 @@ void print_table(const grid& ntp, const grid& meap_grid, int rows) {
               "in the row.\n", 100.0 / value_count, value_count, 100.0 / pairs, pairs);
 }
 
+// Written atomically: the name holds the previous file or the whole new one, never a part.
 void write_csv(const std::filesystem::path& path, const grid& ntp, const grid& meap_grid, int rows) {
-  std::ofstream csv(path);
-  if (!csv) throw std::runtime_error("cannot write " + path.string());
+  std::ostringstream csv;
   csv << "model,length,depth_percent,correct,total,accuracy\n";
   for (int m = 0; m < 2; ++m)
     for (std::size_t li = 0; li < lengths.size(); ++li)
@@ -372,6 +358,8 @@ void write_csv(const std::filesystem::path& path, const grid& ntp, const grid& m
         csv << (m == 0 ? "NTP" : "MEAP") << ',' << lengths[li] << ',' << depths_percent[di] << ',' << c << ','
             << rows << ',' << static_cast<double>(c) / rows << '\n';
       }
+  const std::string text = csv.str();
+  meap::write_file_atomically(path, std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), text.size()));
 }
 
 // Two panels, accuracy by length (averaged over depths) and by depth (averaged over lengths),
@@ -383,8 +371,9 @@ void write_plot(const std::filesystem::path& directory, const grid& ntp, const g
   }
   const auto script_path = directory / "meap_demo.gp";
   const auto png_path = directory / "meap_demo.png";
-  std::ofstream gp(script_path);
-  if (!gp) throw std::runtime_error("cannot write " + script_path.string());
+  // gnuplot draws into a temporary name, renamed over the PNG once complete.
+  const auto png_temporary = directory / ".meap_demo.png.tmp";
+  std::ostringstream gp;
   const int length_count = static_cast<int>(lengths.size()), depth_count = static_cast<int>(depths_percent.size());
   gp << "$by_length << EOD\n";
   for (std::size_t li = 0; li < lengths.size(); ++li) {
@@ -401,7 +390,7 @@ void write_plot(const std::filesystem::path& directory, const grid& ntp, const g
   }
   gp << "EOD\n"
      << "set terminal pngcairo size 1100,450 font 'sans,11'\n"
-     << "set output '" << png_path.string() << "'\n"
+     << "set output '" << png_temporary.string() << "'\n"
      << "set multiplot layout 1,2 title 'meap\\_demo: needle retrieval accuracy, NTP vs MEAP (same init, same data)'\n"
      << "set yrange [0:100]\nset ylabel 'accuracy (%)'\nset grid\nset key bottom left\n"
      << "set xlabel 'context length T (averaged over depths; trained on T <= " << train_lengths.back() << ")'\n"
@@ -413,17 +402,34 @@ void write_plot(const std::filesystem::path& directory, const grid& ntp, const g
      << "plot $by_depth using 1:2 with linespoints lw 2 pt 7 title 'NTP', "
         "$by_depth using 1:3 with linespoints lw 2 pt 5 title 'MEAP'\n"
      << "unset multiplot\n";
-  gp.close();
+  const std::string script = gp.str();
+  meap::write_file_atomically(script_path,
+                              std::span<const std::byte>(reinterpret_cast<const std::byte*>(script.data()), script.size()));
   const std::string command = "gnuplot '" + script_path.string() + "'";
-  if (std::system(command.c_str()) != 0)
+  std::error_code ec;
+  if (std::system(command.c_str()) != 0 || (std::filesystem::rename(png_temporary, png_path, ec), ec)) {
+    std::filesystem::remove(png_temporary, ec);
     std::printf("gnuplot failed on %s: no plot written\n", script_path.string().c_str());
-  else
+  } else {
     std::printf("wrote %s\n", png_path.string().c_str());
+  }
 }
 
 int run(int argc, char** argv) {
-  const settings s = parse_arguments(argc, argv);
-  std::filesystem::create_directories(s.out);
+  int exit_code = -1;
+  const settings s = parse_arguments(argc, argv, exit_code);
+  if (exit_code >= 0) return exit_code;
+  std::error_code ec;
+  std::filesystem::create_directories(s.out, ec);
+  if (ec || !std::filesystem::is_directory(s.out))
+    meap::throw_argument_error("meap_demo", "--out", s.out.string(),
+                               "a directory that exists or can be created" + (ec ? " (" + ec.message() + ")" : std::string()));
+  {  // writable: found now, not after an hour of training
+    const std::string probe = "probe\n";
+    meap::write_file_atomically(s.out / ".meap_demo.write_test",
+                                std::span<const std::byte>(reinterpret_cast<const std::byte*>(probe.data()), probe.size()));
+    std::filesystem::remove(s.out / ".meap_demo.write_test", ec);
+  }
   const auto config = model_config();
   std::printf("meap_demo: %lld-parameter LLaMA (d_model %lld, %lld layers, %lld heads, vocab %lld), %lld steps of "
               "~%lld tokens per model, T cycling over %lld/%lld/%lld/%lld; evaluated at T = 64, 128, 256, 512\n",
@@ -466,6 +472,9 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "meap_demo: %s\n", e.what());
+    return 1;
+  } catch (...) {
+    std::fprintf(stderr, "meap_demo: unknown error\n");
     return 1;
   }
 }

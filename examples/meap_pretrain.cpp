@@ -8,19 +8,28 @@
 // Data: a flat binary token file (.u16 / .u32, see docs/io.md) sampled in random windows keyed by
 // (seed, step), or `synthetic`: the built-in affine-recurrence task, documents where
 // x[t+1] = (a x[t] + c) mod n with (a, c) drawn per document, so a model must read the context to
-// predict. Writes <out>/loss.csv (step, loss, lr, grad_norm, masked, tokens/s) and, every
-// --checkpoint-every steps and at the end, a training checkpoint in <out>/checkpoint (Hugging Face
-// layout + trainer state); --resume continues from it bit for bit (on the same device and dtype).
+// predict. Writes into --out:
+//   loss.csv          step, loss, lr, grad_norm, loss_tokens, masked, skipped: the same bytes on
+//                     every rerun and after any kill and --resume
+//   throughput.csv    step, seconds, tokens_per_second
+//   checkpoints/      step-NNNNNNNN/ every --checkpoint-every steps and at the end, each committed
+//                     as one unit (Hugging Face layout + trainer state), the newest
+//                     --keep-checkpoints kept, `latest` linking the newest
+// --resume continues from the newest checkpoint bit for bit (same device and dtype), after
+// checking that the run's settings match the checkpoint's (--allow-changes to continue anyway).
 // Progress with tokens/s, MFU on CUDA, and an ETA goes to stderr. The model config is a JSON file
 // with the fields of meap::nn::llama_config (vocab, d_model, layers, heads, kv_heads, ffn, max_seq,
-// rope_theta, norm_eps, tied_head); missing fields keep their defaults. The command line is parsed
-// with CLI11; any error ends the program with one line on stderr and a non-zero exit.
+// rope_theta, norm_eps, tied_head); missing fields keep their defaults, unknown ones are refused.
+// A run whose estimated memory exceeds what the device has free is refused before it allocates.
+// The command line is parsed with CLI11; any error ends the program with one line on stderr and
+// a non-zero exit.
 #include "pretrain_run.hpp"
 
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <exception>
+#include <new>
 #include <string>
 
 namespace {
@@ -29,6 +38,11 @@ namespace {
 constexpr std::int64_t huge = std::int64_t{1} << 40;
 const auto at_least_one = CLI::Range(std::int64_t{1}, huge);
 const auto at_least_zero = CLI::Range(std::int64_t{0}, huge);
+// Digits only: CLI11 would otherwise read "-1" as 2^64 - 1 for an unsigned option.
+const CLI::Validator unsigned_64([](std::string& text) -> std::string {
+  if (!text.empty() && text.size() <= 20 && text.find_first_not_of("0123456789") == std::string::npos) return {};
+  return "Value " + text + " is not an integer from 0 to 18446744073709551615";
+}, "UINT64");
 
 meap_pretrain::arguments parse(int argc, char** argv, int& exit_code) {
   meap_pretrain::arguments a;
@@ -46,7 +60,9 @@ meap_pretrain::arguments parse(int argc, char** argv, int& exit_code) {
   app.add_option("--micro-batches", a.micro_batches, "split each step's rows into this many micro-batches (gradient accumulation)")
       ->check(at_least_one)
       ->capture_default_str();
-  app.add_option("--seed", a.seed, "initialization, masking and data seed")->capture_default_str();
+  app.add_option("--seed", a.seed, "initialization, masking and data seed (0 to 2^64 - 1)")
+      ->check(unsigned_64)
+      ->capture_default_str();
   app.add_option("--lr", a.lr, "peak learning rate (warmup, then cosine to lr / 10)")->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--warmup", a.warmup, "warmup steps")->check(at_least_zero)->capture_default_str();
@@ -54,7 +70,14 @@ meap_pretrain::arguments parse(int argc, char** argv, int& exit_code) {
       ->check(at_least_zero)
       ->capture_default_str();
   app.add_option("--out", a.out, "output directory")->capture_default_str();
-  app.add_flag("--resume", a.resume, "continue from <out>/checkpoint");
+  app.add_option("--keep-checkpoints", a.keep_checkpoints, "complete checkpoints kept in <out>/checkpoints (the newest)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1000000}))
+      ->capture_default_str();
+  app.add_flag("--resume", a.resume, "continue from the newest checkpoint in <out>/checkpoints");
+  app.add_flag("--allow-changes", a.allow_changes,
+               "with --resume: continue even where this run's settings (lr, policy, seed, ...) differ from the "
+               "checkpoint's, listing the differences")
+      ->needs("--resume");
   app.add_option("--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--dtype", a.dtype, "fp32 (CPU default; also fp64 on the CPU), bf16 (CUDA default) or fp16")
       ->check(CLI::IsMember({"fp64", "fp32", "bf16", "fp16"}));
@@ -97,10 +120,14 @@ int main(int argc, char** argv) {
     const auto a = parse(argc, argv, exit_code);
     if (exit_code >= 0) return exit_code;
     if (a.cuda_ordinal >= 0) return meap_pretrain::run_cuda(a);
-    if (a.dtype == "fp64") return meap_pretrain::run_with_policy<meap::fp64>(a, meap::cpu{}, 0.0);
-    return meap_pretrain::run_with_policy<meap::fp32>(a, meap::cpu{}, 0.0);
+    const meap_pretrain::memory_budget budget{meap::train::available_host_memory(), "on this machine"};
+    if (a.dtype == "fp64") return meap_pretrain::run_with_policy<meap::fp64>(a, meap::cpu{}, 0.0, budget);
+    return meap_pretrain::run_with_policy<meap::fp32>(a, meap::cpu{}, 0.0, budget);
   } catch (const meap::error& e) {  // its message starts with the function that refused
     std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "meap_pretrain: out of memory (std::bad_alloc); try a smaller --batch, --seq-len or model\n");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "meap_pretrain: %s\n", e.what());

@@ -18,7 +18,8 @@ int meap_pretrain::run_cuda(const arguments& a) {
   const double peak = a.peak_tflops > 0 ? a.peak_tflops * 1e12 : meap::cuda_peak_flops(a.cuda_ordinal, tensor_cores);
   std::fprintf(stderr, "device: %s, MFU against %.0f TFLOP/s (%s)\n", meap::cuda_device_name(a.cuda_ordinal).c_str(),
                peak * 1e-12, a.peak_tflops > 0 ? "--peak-tflops" : "estimated: SMs x clock x dense FLOPs per SM and clock");
-  if (a.dtype == "fp16") return run_with_policy<meap::fp16_mixed>(a, device, peak);
-  if (a.dtype == "fp32") return run_with_policy<meap::fp32>(a, device, peak);
-  return run_with_policy<meap::bf16_mixed>(a, device, peak);
+  const memory_budget budget{static_cast<double>(meap::cuda_memory().free), "on the GPU"};
+  if (a.dtype == "fp16") return run_with_policy<meap::fp16_mixed>(a, device, peak, budget);
+  if (a.dtype == "fp32") return run_with_policy<meap::fp32>(a, device, peak, budget);
+  return run_with_policy<meap::bf16_mixed>(a, device, peak, budget);
 }

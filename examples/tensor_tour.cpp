@@ -3,10 +3,11 @@
 #include <meap/meap.hpp>
 
 #include <cstdio>
+#include <exception>
 #include <numeric>
 #include <vector>
 
-int main() {
+static int run() {
   // 16-bit floats are storage types that round to nearest even and compute in float.
   const meap::half h = 0.1f;
   const meap::bfloat16 b = 0.1f;
@@ -42,4 +43,16 @@ int main() {
   for (int i = 0; i < 6; ++i) std::printf(" %u", step7_row0.next_below(64));
   std::printf("\n");
   return 0;
+}
+
+// Anything unexpected ends the program with one line and a non-zero exit.
+int main() {
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", "tensor_tour", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "%s: unknown error\n", "tensor_tour");
+  }
+  return 1;
 }

@@ -118,6 +118,14 @@ stage_build() {
   mkdir -p "$stage/deps/share"
   [[ -d /usr/share/eigen3/cmake ]] && mkdir -p "$stage/deps/share/eigen3" && cp -r /usr/share/eigen3/cmake "$stage/deps/share/eigen3/"
   [[ -d /usr/share/cmake/nlohmann_json ]] && mkdir -p "$stage/deps/share/cmake" && cp -r /usr/share/cmake/nlohmann_json "$stage/deps/share/cmake/"
+  # CLI11 (the benchmarks' command lines; header-only, its CMake package finds the headers next
+  # to itself) and zlib (meap::meap's CRC-32: its two headers and the link-time library).
+  [[ -d /usr/include/CLI ]] && cp -r /usr/include/CLI "$stage/deps/include/"
+  [[ -d /usr/share/cmake/CLI11 ]] && mkdir -p "$stage/deps/share/cmake" && cp -r /usr/share/cmake/CLI11 "$stage/deps/share/cmake/"
+  cp /usr/include/zlib.h /usr/include/zconf.h "$stage/deps/include/" 2>/dev/null
+  local zlib
+  zlib=$(ldconfig -p 2>/dev/null | awk '/libz\.so\.1 .*x86-64/ {print $NF; exit}')
+  [[ -n "$zlib" ]] && mkdir -p "$stage/deps/lib" && cp -L "$zlib" "$stage/deps/lib/libz.so"
   {
     echo "commit $(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(ldd --version 2>&1 | head -n 1)"
@@ -254,7 +262,10 @@ prepare_programs() {
   local deps="$work/bundle/deps" args=()
   if [[ -d "$deps/include" ]]; then
     args+=("-DCMAKE_PREFIX_PATH=$deps" "-DEigen3_DIR=$deps/share/eigen3/cmake" "-DBoost_INCLUDE_DIR=$deps/include"
-      "-DBoost_NO_BOOST_CMAKE=ON" "-Dnlohmann_json_DIR=$deps/share/cmake/nlohmann_json")
+      "-DBoost_NO_BOOST_CMAKE=ON" "-Dnlohmann_json_DIR=$deps/share/cmake/nlohmann_json"
+      "-DCLI11_DIR=$deps/share/cmake/CLI11")
+    # zlib: the machine's own development files if it has them, else the bundled ones.
+    [[ -f /usr/include/zlib.h ]] || args+=("-DZLIB_INCLUDE_DIR=$deps/include" "-DZLIB_LIBRARY=$deps/lib/libz.so")
   fi
   step fallback_build setup 400 bash -c "cmake -S '$root' -B '$work/build' -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DMEAP_ENABLE_CUDA=ON '-DMEAP_CUDA_ARCHITECTURES=90' -DMEAP_BUILD_EXAMPLES=OFF -DMEAP_BLAS=OFF ${args[*]} &&

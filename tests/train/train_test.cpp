@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "io/support.hpp"
@@ -165,7 +166,40 @@ BOOST_AUTO_TEST_CASE(resume_continues_bit_for_bit) {
   auto other = options(total);
   other.masking.seed = 6;
   meap::train::pretrainer<meap::fp32, meap::cpu> wrong_seed(resumed, meap::masking::fixed_ratio{}, other);
-  BOOST_CHECK_EXCEPTION(wrong_seed.resume(dir.path()), meap::error, error_says("directory", {"seed 5"}));
+  BOOST_CHECK_EXCEPTION(wrong_seed.resume(dir.path()), meap::error,
+                        error_says("directory", {"masking.seed: checkpoint 5, now 6"}));
+  // The same with resume_changes::allow: resumed, the difference reported.
+  const auto changes = wrong_seed.resume(dir.path(), meap::train::resume_changes::allow);
+  BOOST_TEST(changes.size() == 1u);
+  BOOST_TEST(changes.at(0) == "masking.seed: checkpoint 5, now 6");
+  BOOST_TEST(wrong_seed.next_step() == static_cast<std::uint64_t>(split));
+  // Another learning rate and another policy: every difference is named; the model is untouched.
+  auto other_lr = options(total);
+  other_lr.optimizer.lr *= 2;
+  meap::nn::llama_model<meap::fp32> untouched(small_config());
+  untouched.initialize(999);
+  const auto before = meap::to_host(meap::cpu{}, untouched.store().master_flat().as_const());
+  meap::train::pretrainer<meap::fp32, meap::cpu> changed(untouched, meap::masking::fixed_ratio{.ratio = 0.3}, other_lr);
+  BOOST_CHECK_EXCEPTION(changed.resume(dir.path()), meap::error,
+                        error_says("directory", {"optimizer.lr: checkpoint", "policy: checkpoint \"fixed_ratio(ratio=0.14999999999999999",
+                                                 "now \"fixed_ratio(ratio=0.29999999999999999"}));
+  const auto after = meap::to_host(meap::cpu{}, untouched.store().master_flat().as_const());
+  BOOST_TEST(std::memcmp(before.data(), after.data(), sizeof(float) * static_cast<std::size_t>(before.numel())) == 0);
+  BOOST_TEST(changed.next_step() == 0u);
+  // A model whose RoPE base differs is reported as a change, not silently resumed.
+  auto rope = small_config();
+  rope.rope_theta = 500000.0;
+  meap::nn::llama_model<meap::fp32> other_rope(rope);
+  meap::train::pretrainer<meap::fp32, meap::cpu> rope_trainer(other_rope, meap::masking::fixed_ratio{}, options(total));
+  BOOST_CHECK_EXCEPTION(rope_trainer.resume(dir.path()), meap::error,
+                        error_says("directory", {"rope_theta: checkpoint 10000.0, now 500000.0"}));
+  // A model of another shape is refused even with resume_changes::allow.
+  auto wide = small_config();
+  wide.ffn += 2;
+  meap::nn::llama_model<meap::fp32> other_shape(wide);
+  meap::train::pretrainer<meap::fp32, meap::cpu> shape_trainer(other_shape, meap::masking::fixed_ratio{}, options(total));
+  BOOST_CHECK_EXCEPTION(shape_trainer.resume(dir.path(), meap::train::resume_changes::allow), meap::error,
+                        error_says("directory", {"intermediate_size"}));
   // A model file from another step than the trainer file (a crash between the writes) is refused.
   meap::train::save_model(dir.path(), resumed, meap::dtype::f32, 123);
   BOOST_CHECK_EXCEPTION(trainer.resume(dir.path()), meap::error, error_says("directory", {"model step 123", "trainer step 4"}));
@@ -282,3 +316,70 @@ BOOST_AUTO_TEST_CASE(an_invalid_token_id_throws_and_changes_nothing) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(corrupt_trainer_metadata_is_refused) {
+  temp_dir dir;
+  meap::nn::llama_model<meap::fp32> model(small_config());
+  model.initialize(3);
+  meap::train::pretrainer<meap::fp32, meap::cpu> trainer(model, meap::masking::fixed_ratio{}, options(4));
+  (void)trainer.step(pattern_batch(0).view());
+  trainer.save(dir.path());
+  const auto trainer_path = dir / "trainer.safetensors";
+  const auto original = io_test::read_bytes(trainer_path);
+  // Rewrites trainer.safetensors with one metadata value replaced (the tensors and their checksum
+  // stay valid: only the metadata is wrong).
+  const auto rewrite = [&](const std::string& key, const std::string& value) {
+    const auto file = meap::safetensors_file::from_bytes(original, trainer_path.string());
+    meap::safetensors_writer writer;
+    for (const auto& e : file.entries()) writer.add(e.name, file.view(e.name));
+    for (const auto& [k, v] : file.metadata()) writer.add_metadata(k, k == key ? value : v);
+    writer.save(trainer_path);
+  };
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"meap.seed", "abc", "meap.seed = \"abc\""},
+      {"meap.seed", "-1", "meap.seed = \"-1\""},
+      {"meap.step", "-1", "meap.step = \"-1\""},
+      {"meap.step", "18446744073709551616", "a decimal count"},
+      {"meap.loss_scale", "nan", "a finite number"},
+      {"meap.run", "[1,2]", "meap.run metadata is a JSON object"},
+      {"meap.run", "{", "meap.run metadata is a JSON object"}};
+  for (const auto& [key, value, fragment] : cases) {
+    BOOST_TEST_CONTEXT(key << " = " << value) {
+      rewrite(key, value);
+      meap::nn::llama_model<meap::fp32> target(small_config());
+      meap::train::pretrainer<meap::fp32, meap::cpu> resumer(target, meap::masking::fixed_ratio{}, options(4));
+      BOOST_CHECK_EXCEPTION(resumer.resume(dir.path()), meap::error, error_says("directory", {fragment}));
+      BOOST_TEST(resumer.next_step() == 0u);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_series_resumes_from_its_newest_checkpoint) {
+  temp_dir dir;
+  const int total = 6;
+  meap::nn::llama_model<meap::fp32> straight(small_config());
+  straight.initialize(11);
+  meap::train::pretrainer<meap::fp32, meap::cpu> straight_trainer(straight, meap::masking::fixed_ratio{}, options(total));
+  for (int s = 0; s < total; ++s) (void)straight_trainer.step(pattern_batch(s).view());
+  {
+    meap::nn::llama_model<meap::fp32> first(small_config());
+    first.initialize(11);
+    meap::train::pretrainer<meap::fp32, meap::cpu> trainer(first, meap::masking::fixed_ratio{}, options(total));
+    meap::train::checkpoint_series series(dir / "checkpoints", 2);
+    BOOST_CHECK_EXCEPTION(trainer.resume(series), meap::error, error_says("series", {"at least one complete checkpoint"}));
+    for (int s = 0; s < 4; ++s) {
+      (void)trainer.step(pattern_batch(s).view());
+      const auto entry = trainer.save(series);
+      BOOST_TEST(entry.step == static_cast<std::uint64_t>(s + 1));
+    }
+    BOOST_TEST(series.list().size() == 2u);
+  }
+  meap::train::checkpoint_series series(dir / "checkpoints", 2);
+  meap::nn::llama_model<meap::fp32> resumed(small_config());
+  meap::train::pretrainer<meap::fp32, meap::cpu> trainer(resumed, meap::masking::fixed_ratio{}, options(total));
+  BOOST_TEST(trainer.resume(series).empty());
+  BOOST_TEST(trainer.next_step() == 4u);
+  while (trainer.next_step() < static_cast<std::uint64_t>(total))
+    (void)trainer.step(pattern_batch(trainer.next_step()).view());
+  BOOST_TEST(same_parameters(straight, resumed));
+}

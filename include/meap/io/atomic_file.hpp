@@ -26,7 +26,10 @@
 #include <string_view>
 #include <utility>
 
+#include <cstdlib>
+
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #pragma push_macro("MEAP_DETAIL_ALLOWED")
@@ -120,16 +123,9 @@ class atomic_file {
   }
 
   // Without this a power loss right after rename() can bring back the old directory entry.
-  // File systems that cannot sync a directory (EINVAL) have nothing to sync.
   void sync_directory(std::string_view function) const {
     const std::filesystem::path directory = path_.has_parent_path() ? path_.parent_path() : ".";
-    const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) detail::throw_file_error(function, path_, "renamed, but cannot open its directory to flush it", errno);
-    const int result = ::fsync(fd);
-    const int code = errno;
-    detail::close_descriptor(fd);
-    if (result != 0 && code != EINVAL)
-      detail::throw_file_error(function, path_, "renamed, but cannot flush its directory", code);
+    detail::sync_to_disk(function, directory, true, "directory of the renamed file");
   }
 
   std::filesystem::path path_;
@@ -137,6 +133,31 @@ class atomic_file {
   int fd_ = -1;
   bool committed_ = false;
 };
+
+// Removes the temporaries that killed processes left next to `path` (".<name>.tmp.<pid>.<n>" whose
+// <pid> is no longer a running process; a live writer's are kept). Returns how many it removed.
+// Never throws: stale temporaries cost disk space, not correctness.
+inline std::size_t remove_stale_temporaries(const std::filesystem::path& path) noexcept {
+  std::size_t removed = 0;
+  try {
+    const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : ".";
+    const std::string prefix = "." + path.filename().string() + ".tmp.";
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(directory, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+      const std::string rest = name.substr(prefix.size());  // "<pid>.<n>"
+      const std::size_t dot = rest.find('.');
+      if (dot == 0 || dot == std::string::npos || rest.find_first_not_of("0123456789.") != std::string::npos) continue;
+      const long pid = std::strtol(rest.substr(0, dot).c_str(), nullptr, 10);
+      if (pid <= 0 || pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+      std::error_code remove_ec;
+      if (std::filesystem::remove(it->path(), remove_ec) && !remove_ec) ++removed;
+    }
+  } catch (...) {
+  }
+  return removed;
+}
 
 // Writes `bytes` to `path` atomically (see atomic_file).
 inline void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {

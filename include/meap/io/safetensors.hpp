@@ -37,6 +37,7 @@
 #include <meap/io/atomic_file.hpp>
 
 #include <nlohmann/json.hpp>
+#include <zlib.h>
 
 #include <algorithm>
 #include <array>
@@ -174,19 +175,44 @@ void convert_from_bytes(const std::byte* source, dtype from, T* destination, ind
 // ---------------------------------------------------------------------------------------------
 // Reading.
 
+// The metadata key under which meap's writer records the CRC-32 of a file's data buffer
+// (safetensors_writer::add_data_checksum); readers verify it when present, so a flipped or lost
+// byte in the tensors of a checkpoint is an error at load, never silent garbage.
+inline constexpr std::string_view safetensors_checksum_key = "meap.data_crc32";
+
+namespace detail {
+
+// CRC-32 (zlib's, the polynomial of gzip and PNG) of `bytes` bytes, continuing from `crc`.
+inline std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t bytes) {
+  const auto* p = static_cast<const Bytef*>(data);
+  while (bytes > 0) {  // crc32_z takes z_size_t, but stay within uInt for older zlibs' fallbacks
+    const std::size_t n = bytes < (std::size_t{1} << 30) ? bytes : (std::size_t{1} << 30);
+    crc = static_cast<std::uint32_t>(::crc32(crc, p, static_cast<uInt>(n)));
+    p += n;
+    bytes -= n;
+  }
+  return crc;
+}
+
+inline std::string crc32_text(std::uint32_t crc) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string text(8, '0');
+  for (int i = 7; i >= 0; --i, crc >>= 4) text[static_cast<std::size_t>(i)] = digits[crc & 15];
+  return text;
+}
+
+}  // namespace detail
+
 class safetensors_file {
  public:
   // Reads and validates the whole file. Throws meap::error (argument "path") naming the file and
   // the problem.
   explicit safetensors_file(const std::filesystem::path& path) : path_(path) {
     constexpr std::string_view function = "meap::safetensors_file";
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) detail::throw_file_error(function, path_, "cannot open the file", errno);
+    const auto opened = detail::open_regular_file(function, path_);  // never blocks on a FIFO
+    const int fd = opened.fd;
     const detail::descriptor_guard guard{fd};
-    struct stat info {};
-    if (::fstat(fd, &info) != 0) detail::throw_file_error(function, path_, "cannot stat the file", errno);
-    if (!S_ISREG(info.st_mode)) fail("is not a regular file");
-    const auto file_size = static_cast<std::uint64_t>(info.st_size);
+    const auto file_size = opened.bytes;
 
     unsigned char length_bytes[8] = {};
     const std::uint64_t header_bytes = read_header_length(file_size, length_bytes, fd);
@@ -430,6 +456,18 @@ class safetensors_file {
     if (covered != data_bytes_)
       fail("the tensors cover " + std::to_string(covered) + " bytes of the " + std::to_string(data_bytes_) +
            "-byte data buffer (trailing bytes: corrupt header or appended data)");
+    verify_checksum();
+  }
+
+  // A file that records the CRC-32 of its data buffer must match it.
+  void verify_checksum() const {
+    const auto recorded = metadata_.find(std::string(safetensors_checksum_key));
+    if (recorded == metadata_.end()) return;
+    const std::string actual =
+        detail::crc32_text(detail::crc32_update(0, data_.get(), static_cast<std::size_t>(data_bytes_)));
+    if (recorded->second != actual)
+      fail("the data buffer's CRC-32 is " + actual + " but the header records " + recorded->second +
+           " (the file is corrupt: a changed or lost byte)");
   }
 
   safetensors_entry parse_entry(const std::string& name, const nlohmann::json& value) const {
@@ -449,6 +487,10 @@ class safetensors_file {
     const auto shape_field = value.find("shape");
     if (shape_field == value.end() || !shape_field->is_array()) tensor_fail(e, "has no \"shape\" array");
     std::uint64_t count = 1;
+    // The product of the non-zero extents, times the element size, bounds every stride and byte
+    // offset a view of this shape computes; with a zero extent the element count alone is 0 and
+    // would not catch [0, 2^62, 4] (whose row-major strides overflow).
+    std::uint64_t reach = size_of(e.type);
     for (const auto& extent : *shape_field) {
       if (!extent.is_number_unsigned())
         tensor_fail(e, "shape " + shape_field->dump() + " holds " + extent.dump() + ", not a non-negative integer");
@@ -456,6 +498,8 @@ class safetensors_file {
       if (n > static_cast<std::uint64_t>(INT64_MAX) || __builtin_mul_overflow(count, n, &count) ||
           count > static_cast<std::uint64_t>(INT64_MAX))
         tensor_fail(e, "shape " + shape_field->dump() + " has more elements than 64-bit sizes can count");
+      if (n != 0 && (__builtin_mul_overflow(reach, n, &reach) || reach > static_cast<std::uint64_t>(INT64_MAX)))
+        tensor_fail(e, "shape " + shape_field->dump() + " spans more bytes than 64-bit sizes can count");
       e.shape.push_back(static_cast<index_t>(n));
     }
     std::uint64_t bytes = 0;
@@ -539,6 +583,13 @@ class safetensors_writer {
     return *this;
   }
 
+  // Records the CRC-32 of the data buffer in the metadata (key safetensors_checksum_key), which
+  // safetensors_file verifies on every read. Other readers ignore the key.
+  safetensors_writer& add_data_checksum() {
+    checksum_ = true;
+    return *this;
+  }
+
   std::size_t size() const noexcept { return tensors_.size(); }
 
   // The whole file in memory.
@@ -609,9 +660,15 @@ class safetensors_writer {
       return sa != sb ? sa > sb : a->name < b->name;
     });
     nlohmann::ordered_json header = nlohmann::ordered_json::object();
-    if (!metadata_.empty()) {
+    auto metadata = metadata_;
+    if (checksum_) {
+      std::uint32_t crc = 0;
+      for (const auto* t : plan.order) crc = detail::crc32_update(crc, t->view.data, tensor_bytes(t->view));
+      metadata[std::string(safetensors_checksum_key)] = detail::crc32_text(crc);
+    }
+    if (!metadata.empty()) {
       nlohmann::ordered_json meta = nlohmann::ordered_json::object();
-      for (const auto& [key, value] : metadata_) meta[key] = value;
+      for (const auto& [key, value] : metadata) meta[key] = value;
       header["__metadata__"] = std::move(meta);
     }
     std::uint64_t offset = 0;
@@ -638,6 +695,7 @@ class safetensors_writer {
 
   std::vector<item> tensors_;
   std::map<std::string, std::string> metadata_;
+  bool checksum_ = false;
 };
 
 }  // namespace meap

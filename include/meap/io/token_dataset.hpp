@@ -83,13 +83,10 @@ class token_dataset {
     type_ = resolve_type(options.type);
     const std::size_t width = size_of(type_);
 
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) detail::throw_file_error(function, path_, "cannot open the token file", errno);
+    const auto opened = detail::open_regular_file(function, path_, "token file");  // never blocks on a FIFO
+    const int fd = opened.fd;
     const detail::descriptor_guard guard{fd};  // the mapping keeps the file; the descriptor can go
-    struct stat info {};
-    if (::fstat(fd, &info) != 0) detail::throw_file_error(function, path_, "cannot stat the token file", errno);
-    if (!S_ISREG(info.st_mode)) detail::throw_file_error(function, path_, "is not a regular file");
-    const auto bytes = static_cast<std::uint64_t>(info.st_size);
+    const auto bytes = opened.bytes;
     if (bytes % width != 0)
       detail::throw_file_error(function, path_,
                                "size " + std::to_string(bytes) + " bytes is not a multiple of the token width " +
@@ -144,6 +141,21 @@ class token_dataset {
     check_argument(0 <= i && i < size_, "meap::token_dataset::token", "i", i,
                    "an index in [0, " + std::to_string(size_) + ")");
     return at(i);
+  }
+
+  // The largest token id in the file and the first index holding it (one pass over the file):
+  // what a vocabulary inferred from the data must cover.
+  struct largest_token_t {
+    std::uint32_t id = 0;
+    index_t index = 0;
+  };
+  largest_token_t largest_token() const {
+    largest_token_t largest{at(0), 0};
+    for (index_t i = 1; i < size_; ++i) {
+      const std::uint32_t token = at(i);
+      if (token > largest.id) largest = {token, i};
+    }
+    return largest;
   }
 
   // Where sample_batch's row `row` starts at `step` (the rule at the top of this file).

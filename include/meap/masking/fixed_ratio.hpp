@@ -9,6 +9,7 @@
 #include <meap/masking/policy.hpp>
 
 #include <cstdint>
+#include <string>
 
 namespace meap::masking {
 
@@ -17,6 +18,10 @@ struct fixed_ratio {
   masking::sharing sharing = masking::sharing::per_row;
 
   void validate() const { check_ratio("meap::masking::fixed_ratio", ratio); }
+  // "fixed_ratio(ratio=0.15, sharing=per_row)": what checkpoints record to compare runs.
+  std::string describe() const {
+    return "fixed_ratio(" + detail::describe_field("ratio", ratio) + ", " + detail::describe_sharing(sharing) + ")";
+  }
 
   // Partial Fisher-Yates over the eligible positions, in this exact order (the CPU and CUDA
   // implementations both run it, which is what makes them agree bit for bit):

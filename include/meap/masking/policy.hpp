@@ -26,6 +26,7 @@
 
 #include <concepts>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -41,6 +42,19 @@ using meap::ignore_index;
 // Whether each row draws its own positions (per_row) or the whole batch shares one position set
 // drawn among the positions eligible in every row (per_batch, as the official MEAP code does).
 enum class sharing : std::uint8_t { per_row, per_batch };
+
+namespace detail {
+// "ratio=0.15" pieces of a policy's describe(): numbers in full precision, so that two policies
+// describe alike only if they mask alike.
+inline std::string describe_field(const char* name, double value) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%s=%.17g", name, value);
+  return text;
+}
+inline std::string describe_sharing(sharing mode) {
+  return mode == sharing::per_row ? "sharing=per_row" : "sharing=per_batch";
+}
+}  // namespace detail
 
 // The Philox substream of the one draw a per_batch policy makes for micro-batch 0 of a step;
 // micro-batch m uses batch_substream - m. Row draws (per_row) use the row's index in the global

@@ -56,6 +56,13 @@ struct span {
 
   // The mean of the drawn length (step 1), before clipping to the budget: sum of l * P(L = l) with
   // P(L = l) = (1 - g) g^(l-1) for l < max_length and g^(max_length-1) for l = max_length.
+  // "span(ratio=..., mean_length=..., ...)": what checkpoints record to compare runs.
+  std::string describe() const {
+    return "span(" + detail::describe_field("ratio", ratio) + ", " + detail::describe_field("mean_length", mean_length) +
+           ", " + detail::describe_field("max_length", max_length) + ", " + detail::describe_field("attempts", attempts) +
+           ", " + detail::describe_sharing(sharing) + ")";
+  }
+
   double expected_span_length() const {
     const double g = static_cast<double>(continue_threshold()) / 4294967296.0;
     double mean = 0.0;

@@ -22,7 +22,8 @@ struct llama_config {
   double norm_eps = 1e-5;
   bool tied_head = false;  // LM head shares the embedding matrix
 
-  index_t head_dim() const { return d_model / heads; }
+  // d_model / heads (0 for a config whose head count is not positive, which validate() refuses).
+  index_t head_dim() const { return heads > 0 ? d_model / heads : 0; }
 
   // Throws meap::error naming the first invalid field.
   void validate() const {
@@ -39,6 +40,14 @@ struct llama_config {
                    "a head dim d_model / heads that is even (RoPE) and at most " +
                        std::to_string(max_attention_head_dim) + ", got " + std::to_string(head_dim()));
     check_argument(ffn >= 1, function, "ffn", ffn, "a positive SwiGLU width");
+    // Every size computed from the config (parameter_count(), the flat parameter buffers and
+    // their byte counts) must fit in index_t: refuse a shape whose parameter count alone
+    // reaches 2^56 (ten thousand times the largest models trained today).
+    check_argument(exact_parameter_count() < static_cast<long double>(max_parameters), function, "config",
+                   "vocab " + std::to_string(vocab) + ", d_model " + std::to_string(d_model) + ", layers " +
+                       std::to_string(layers) + ", ffn " + std::to_string(ffn),
+                   "a model of fewer than 2^56 parameters (this shape has about " +
+                       meap::detail::value_to_string(static_cast<double>(exact_parameter_count())) + ")");
     check_argument(max_seq >= 1, function, "max_seq", max_seq, "a positive maximum sequence length");
     check_argument(std::isfinite(rope_theta) && rope_theta > 1.0, function, "rope_theta", rope_theta,
                    "a finite RoPE base above 1");
@@ -57,11 +66,22 @@ struct llama_config {
     return 6.0 * matmul + 6.0 * static_cast<double>(layers) * d * static_cast<double>(length);
   }
 
-  // Trainable parameters (the head counted once when tied).
+  static constexpr index_t max_parameters = index_t{1} << 56;
+
+  // Trainable parameters (the head counted once when tied). Exact for every config validate()
+  // accepts.
   index_t parameter_count() const {
     const index_t kv = kv_heads * head_dim();
     const index_t per_layer = 2 * d_model + 2 * d_model * d_model + 2 * d_model * kv + 3 * d_model * ffn;
     return vocab * d_model * (tied_head ? 1 : 2) + layers * per_layer + d_model;
+  }
+
+ private:
+  // The same count in long double, which cannot overflow for any index_t fields.
+  long double exact_parameter_count() const {
+    const long double d = static_cast<long double>(d_model), kv = static_cast<long double>(kv_heads) * static_cast<long double>(head_dim());
+    const long double per_layer = 2 * d + 2 * d * d + 2 * d * kv + 3 * d * static_cast<long double>(ffn);
+    return static_cast<long double>(vocab) * d * (tied_head ? 1 : 2) + static_cast<long double>(layers) * per_layer + d;
   }
 };
 

@@ -35,12 +35,14 @@
 #include <meap/optim/schedule.hpp>
 #include <meap/optim/status.hpp>
 #include <meap/train/checkpoint.hpp>
+#include <meap/train/checkpoint_series.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -85,6 +87,9 @@ struct pretrain_options {
   // after the other, their gradients summed (gradient accumulation).
   index_t micro_batches = 1;
   loss_scaling_config loss_scaling{};
+  // The caller's own settings that decide the run (data file, batch size, sequence length, ...):
+  // stored with every checkpoint beside the trainer's and compared on resume.
+  std::map<std::string, std::string> run_metadata{};
 
   void validate() const {
     optimizer.validate();
@@ -112,6 +117,13 @@ struct step_report {
   double tokens_per_second = 0.0;
   bool skipped = false;       // true: non-finite loss or gradient, no update made
   std::string skip_reason;    // which value was not finite, and where
+};
+
+// What pretrainer::resume does when the checkpoint's run differs from the resuming one (other
+// learning rate, policy, seed, RoPE base, ...; see pretrainer::run_settings).
+enum class resume_changes {
+  refuse,  // throw meap::error listing every difference (the default)
+  allow,   // continue with the new settings; resume() returns the differences
 };
 
 // P: the model's precision; Device: meap::cpu or meap::cuda (the model's device and stream);
@@ -249,20 +261,103 @@ class pretrainer {
     return report;
   }
 
+  // The settings that decide this run's trajectory, name -> value: precision, masking policy,
+  // optimizer, schedule, clipping, masking seed and ids, micro-batches, loss scaling, and
+  // options().run_metadata under "run.<name>". Stored with every checkpoint; resume() compares.
+  nlohmann::json run_settings() const {
+    nlohmann::json j = nlohmann::json::object();
+    j["precision"] = std::string(precision_name<P>());
+    j["policy"] = describe_policy();
+    const auto& o = options_;
+    j["optimizer.lr"] = o.optimizer.lr;
+    j["optimizer.beta1"] = o.optimizer.beta1;
+    j["optimizer.beta2"] = o.optimizer.beta2;
+    j["optimizer.eps"] = o.optimizer.eps;
+    j["optimizer.weight_decay"] = o.optimizer.weight_decay;
+    j["schedule.peak_lr"] = o.schedule.peak_lr;
+    j["schedule.min_lr"] = o.schedule.min_lr;
+    j["schedule.warmup_steps"] = o.schedule.warmup_steps;
+    j["schedule.total_steps"] = o.schedule.total_steps;
+    j["clip_norm"] = std::isinf(o.clip_norm) ? nlohmann::json("inf") : nlohmann::json(o.clip_norm);
+    j["masking.seed"] = o.masking.seed;
+    j["masking.mask_id"] = o.masking.mask_id;
+    j["masking.pad_id"] = o.masking.pad_id;
+    j["masking.special_ids"] = o.masking.special_ids;
+    j["masking.mask_last_position"] = o.masking.mask_last_position;
+    j["micro_batches"] = o.micro_batches;
+    if (P::loss_scaling) {
+      j["loss_scaling.initial"] = o.loss_scaling.initial;
+      j["loss_scaling.growth"] = o.loss_scaling.growth;
+      j["loss_scaling.backoff"] = o.loss_scaling.backoff;
+      j["loss_scaling.growth_interval"] = o.loss_scaling.growth_interval;
+      j["loss_scaling.min_scale"] = o.loss_scaling.min_scale;
+    }
+    for (const auto& [name, value] : o.run_metadata) j["run." + name] = value;
+    return j;
+  }
+
   // Checkpoint / resume (see checkpoint.hpp): after resume(), the next step is the one an
   // uninterrupted run would take, bit for bit, on the same device.
+  //
+  // save(directory) writes the checkpoint's files into `directory` one after the other;
+  // save(series) commits them as one unit (checkpoint_series.hpp) and is what a run that must
+  // survive a kill uses.
   void save(const std::filesystem::path& directory) {
-    save_training_checkpoint(directory, model_, optimizer_, {step_, options_.masking.seed, loss_scale_});
+    save_training_checkpoint(directory, model_, optimizer_,
+                             {step_, options_.masking.seed, loss_scale_, run_settings().dump(), {}});
   }
-  void resume(const std::filesystem::path& directory) {
-    const auto state = load_training_checkpoint(directory, model_, optimizer_);
-    if (state.seed != options_.masking.seed)
-      throw_argument_error("meap::train::pretrainer::resume", "directory",
-                           directory.string() + " (seed " + std::to_string(state.seed) + ")",
-                           "a checkpoint of a run with this trainer's seed " + std::to_string(options_.masking.seed));
+  checkpoint_entry save(checkpoint_series& series) {
+    return series.commit(step_, [&](const std::filesystem::path& directory) { save(directory); });
+  }
+
+  // Restores the checkpoint in `directory`, after comparing its run with this one: a model of
+  // another shape is always refused; other differences (run_settings(), and config fields such
+  // as rope_theta) throw meap::error listing each of them, unless `changes` is
+  // resume_changes::allow. Returns the differences ("name: checkpoint X, now Y").
+  std::vector<std::string> resume(const std::filesystem::path& directory,
+                                  resume_changes changes = resume_changes::refuse) {
+    constexpr std::string_view function = "meap::train::pretrainer::resume";
+    std::vector<std::string> differences;
+    const auto compare = [&](const trainer_state& state) {
+      differences = state.changes;
+      if (state.run_settings.empty()) {  // a checkpoint from before run settings were recorded
+        if (state.seed != options_.masking.seed)
+          differences.push_back("masking.seed: checkpoint " + std::to_string(state.seed) + ", now " +
+                                std::to_string(options_.masking.seed));
+      } else {
+        const auto stored = nlohmann::json::parse(state.run_settings, nullptr, false);
+        if (!stored.is_object())
+          throw_argument_error(function, "directory", directory.string(),
+                               "a trainer file whose meap.run metadata is a JSON object");
+        const auto now = run_settings();
+        for (const auto& [name, value] : stored.items())
+          if (!now.contains(name) || now.at(name) != value)
+            differences.push_back(name + ": checkpoint " + value.dump() + ", now " +
+                                  (now.contains(name) ? now.at(name).dump() : std::string("(not set)")));
+        for (const auto& [name, value] : now.items())
+          if (!stored.contains(name)) differences.push_back(name + ": checkpoint (not set), now " + value.dump());
+      }
+      if (!differences.empty() && changes == resume_changes::refuse) {
+        std::string list;
+        for (const auto& d : differences) list += (list.empty() ? "" : "; ") + d;
+        throw_argument_error(function, "directory", directory.string() + " (" + list + ")",
+                             "a checkpoint of a run with this run's settings (or resume_changes::allow)");
+      }
+    };
+    const auto state = load_training_checkpoint(directory, model_, optimizer_, compare);
     step_ = state.next_step;
     if (P::loss_scaling && state.loss_scale > 0) loss_scale_ = state.loss_scale;
     clean_steps_ = 0;
+    return differences;
+  }
+
+  // Resumes from the newest complete checkpoint of `series`; throws meap::error when it has none.
+  std::vector<std::string> resume(const checkpoint_series& series, resume_changes changes = resume_changes::refuse) {
+    const auto newest = series.newest();
+    if (!newest)
+      throw_argument_error("meap::train::pretrainer::resume", "series", series.root().string(),
+                           "a checkpoint directory holding at least one complete checkpoint (step-*)");
+    return resume(newest->path, changes);
   }
 
  private:
@@ -313,6 +408,12 @@ class pretrainer {
     if (options_.masking.pad_id >= 0)
       for (index_t i = 0, n = labels.numel(); i < n; ++i)
         if (labels.data()[i] == options_.masking.pad_id) labels.data()[i] = ignore_index;
+  }
+
+  std::string describe_policy() const {
+    if (!policy_) return "ntp";
+    if constexpr (requires(const Policy& p) { p.describe(); }) return policy_->describe();
+    else return "custom";
   }
 
   std::string skip_reason(const step_report& report) {

@@ -115,6 +115,17 @@ constexpr double cuda_flops_per_sm_clock(int major, int minor, bool tensor_cores
   return (major == 8 && minor == 0) ? 128.0 : 256.0;
 }
 
+// Free and total memory of the current CUDA device, in bytes (cudaMemGetInfo).
+struct cuda_memory_info {
+  std::size_t free = 0;
+  std::size_t total = 0;
+};
+inline cuda_memory_info cuda_memory() {
+  cuda_memory_info info;
+  MEAP_CUDA_CHECK(cudaMemGetInfo(&info.free, &info.total));
+  return info;
+}
+
 // The peak dense FLOP/s of device `ordinal`: SMs x its peak clock x cuda_flops_per_sm_clock.
 // NVIDIA's spec sheets quote bfloat16 at a lower clock than the one the device reports for some
 // parts (989 TFLOP/s for H100 SXM is 132 SMs x 1.83 GHz x 4096), so MFU against this estimate
