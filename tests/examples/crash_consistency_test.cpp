@@ -18,6 +18,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -100,11 +101,11 @@ bool has_entry(const fs::path& directory, const std::string& prefix, const std::
 
 // A temporary checkpoint directory that already holds model.safetensors: the moment between the
 // model and trainer files of one checkpoint (where the old layout lost the run).
-bool between_files(const fs::path& checkpoints) {
+bool between_files(const fs::path& checkpoints, const std::string& tmp_of_pid) {
   std::error_code ec;
   for (fs::directory_iterator it(checkpoints, ec), end; !ec && it != end; it.increment(ec)) {
     const auto name = it->path().filename().string();
-    if (name.rfind(".step-", 0) == 0 && name.find(".tmp.") != std::string::npos &&
+    if (name.rfind(".step-", 0) == 0 && name.find(tmp_of_pid) != std::string::npos &&
         fs::exists(it->path() / "model.safetensors", ec) && !fs::exists(it->path() / "trainer.safetensors", ec))
       return true;
   }
@@ -155,24 +156,34 @@ BOOST_AUTO_TEST_CASE(killed_and_resumed_run_equals_uninterrupted_run) {
       break;
     }
     const auto kind = schedule[attempt];
-    // Delays in [0, 143] ms in steps of 13 ms; polling triggers give up after 60 to 88 ms.
+    // The names this run's writer uses carry its pid (a killed run's debris, removed when the next
+    // run opens the series, carries another).
+    const std::string tmp_of_pid = ".tmp." + std::to_string(c.pid);
+    const std::string deleting_of_pid = ".deleting." + std::to_string(c.pid);
+    // Delays in [0, 143] ms in steps of 13 ms after the start. Polling triggers fall back to a kill
+    // 60 to 88 ms after this run's first checkpoint write appeared (or after 60 s): moving `latest`
+    // and pruning take microseconds and a poll may miss them; a kill then is as good as a random
+    // one. Counting from the first write, not the start, keeps slow starts (sanitizers, a loaded
+    // machine) from turning every kill into a kill before the first checkpoint.
     const auto delay = std::chrono::milliseconds(13 * static_cast<int>(attempt % 12));
     const auto fallback = std::chrono::milliseconds(60 + 7 * static_cast<int>(attempt % 5));
     const auto begin = clock_type::now();
+    std::optional<clock_type::time_point> first_write;
     int status = -1000;
     bool fired = false;
     while (!fired && (status = poll_status(c.pid, false)) == -1000) {
-      const auto elapsed = clock_type::now() - begin;
+      const auto now = clock_type::now();
+      const bool writing = has_entry(checkpoints, ".step-", tmp_of_pid);
+      if (writing && !first_write) first_write = now;
       switch (kind) {
-        case trigger::delay: fired = elapsed >= delay; break;
-        case trigger::inside_write: fired = has_entry(checkpoints, ".step-", ".tmp."); break;
-        case trigger::between_files: fired = between_files(checkpoints); break;
-        case trigger::moving_latest: fired = has_entry(checkpoints, ".latest", ".tmp."); break;
-        case trigger::pruning: fired = has_entry(checkpoints, ".step-", ".deleting."); break;
+        case trigger::delay: fired = now - begin >= delay; break;
+        case trigger::inside_write: fired = writing; break;
+        case trigger::between_files: fired = between_files(checkpoints, tmp_of_pid); break;
+        case trigger::moving_latest: fired = has_entry(checkpoints, ".latest", tmp_of_pid); break;
+        case trigger::pruning: fired = has_entry(checkpoints, ".step-", deleting_of_pid); break;
       }
-      // Moving `latest` and pruning take microseconds: a poll may miss them. Kill anyway after a
-      // while, at a moment that is then as good as a random one.
-      if (!fired && elapsed > fallback) fired = true;
+      if (!fired && ((first_write && now - *first_write > fallback) || now - begin > std::chrono::seconds(60)))
+        fired = true;
       if (!fired) std::this_thread::yield();
     }
     if (fired) {
@@ -183,9 +194,9 @@ BOOST_AUTO_TEST_CASE(killed_and_resumed_run_equals_uninterrupted_run) {
     BOOST_TEST_REQUIRE(status == -SIGKILL, "run " << runs << " failed by itself (" << status << "): " << read_file(log));
     // Classify by what the kill left behind.
     std::string where = "between checkpoints";
-    if (has_entry(checkpoints, ".step-", ".tmp.")) where = "inside a checkpoint write";
-    else if (has_entry(checkpoints, ".latest", ".tmp.")) where = "while moving latest";
-    else if (has_entry(checkpoints, ".step-", ".deleting.")) where = "while removing an old checkpoint";
+    if (has_entry(checkpoints, ".step-", tmp_of_pid)) where = "inside a checkpoint write";
+    else if (has_entry(checkpoints, ".latest", tmp_of_pid)) where = "while moving latest";
+    else if (has_entry(checkpoints, ".step-", deleting_of_pid)) where = "while removing an old checkpoint";
     ++kills[where];
   }
 
