@@ -7,6 +7,9 @@
 //
 // Prints the table, writes DIR/meap_demo.csv and, when gnuplot is installed, DIR/meap_demo.png.
 // The task, the vocabulary and the settings are explained in docs/demo.md.
+#include <meap/eval/attention_analysis.hpp>
+#include <meap/eval/likelihood.hpp>
+#include <meap/eval/statistics.hpp>
 #include <meap/meap.hpp>
 #include <meap/nn/llama.hpp>
 
@@ -126,7 +129,8 @@ meap::index_t first_answer_position(meap::index_t length) { return length + 1 - 
 // ---------------------------------------------------------------------------------------------
 struct settings {
   std::int64_t steps = 4000;
-  std::uint64_t seed = 1;
+  std::uint64_t seed = 1;  // the first seed
+  int seeds = 1;           // seeds seed, seed + 1, ...: each trains both models from its own init and data
   std::filesystem::path out = ".";
   int eval_rows = 128;  // held-out rows per (length, depth) cell
   bool quick = false;
@@ -150,6 +154,11 @@ settings parse_arguments(int argc, char** argv, int& exit_code) {
             return "Value " + text + " is not an integer from 0 to 18446744073709551615";
           },
           "UINT64"))
+      ->capture_default_str();
+  app.add_option("--seeds", s.seeds,
+                 "how many seeds, from --seed on: 1 shows one pair of models; the study (docs/fidelity.md) runs 5 or more "
+                 "and reports mean, spread and paired tests")
+      ->check(CLI::Range(1, 24))
       ->capture_default_str();
   app.add_option("--out", out, "where meap_demo.csv and meap_demo.png go")->capture_default_str();
   app.add_option("--loss", loss,
@@ -208,13 +217,13 @@ meap::tensor<std::int32_t, meap::cpu> training_batch(std::uint64_t seed, std::ui
 // and unpredictable, so the loss stays high and only the answers can be learned. --loss answers
 // labels only the query answers, as Zoology trains MQAR. Both models get the same labels either way.
 double train(const char* name, meap::nn::llama_model<meap::fp32, meap::cpu>& model, std::optional<meap::masking::fixed_ratio> policy,
-             const settings& s) {
+             const settings& s, std::uint64_t seed) {
   meap::adamw_config optimizer_config;
   optimizer_config.weight_decay = 0.01;
   meap::adamw<meap::fp32, meap::cpu> optimizer(optimizer_config);
   const meap::warmup_cosine schedule({3e-3, 3e-4, std::min<std::int64_t>(60, s.steps), s.steps});
   meap::masking::pretraining_options masking;
-  masking.seed = s.seed;
+  masking.seed = seed;
   masking.mask_id = mask_id;
   // BOS and the query marker are structure, not content: never masked. Keys and values are
   // masked uniformly, as the method does, in the haystack and in the query block alike.
@@ -223,7 +232,7 @@ double train(const char* name, meap::nn::llama_model<meap::fp32, meap::cpu>& mod
   const auto start = std::chrono::steady_clock::now();
   double smoothed = 0.0, tokens = 0.0;
   for (std::int64_t step = 0; step < s.steps; ++step) {
-    const auto batch = training_batch(s.seed + 1000, static_cast<std::uint64_t>(step));
+    const auto batch = training_batch(seed + 1000, static_cast<std::uint64_t>(step));
     const meap::index_t rows = batch.size(0), length = batch.size(1) - 1;
     meap::tensor<std::int32_t, meap::cpu> input_ids;
     if (policy) {
@@ -279,34 +288,35 @@ double train(const char* name, meap::nn::llama_model<meap::fp32, meap::cpu>& mod
 // every (length, depth) cell on held-out rows: a data seed no training step uses.
 using grid = std::array<std::array<int, depths_percent.size()>, lengths.size()>;  // correct answers
 
-grid evaluate(const meap::nn::llama_model<meap::fp32, meap::cpu>& model, const settings& s) {
+// Held-out rows of one (length, depth) cell: a data seed no training step uses.
+meap::tensor<std::int32_t, meap::cpu> evaluation_rows(const settings& s, std::uint64_t seed, std::size_t li,
+                                                      std::size_t di) {
+  const meap::index_t rows = s.eval_rows, length = lengths[li];
+  auto tokens = meap::zeros<std::int32_t>(meap::cpu{}, {rows, length + 1});
+  for (meap::index_t b = 0; b < rows; ++b) {
+    meap::philox_stream random(seed + 0xe7a1'0000ull, li * depths_percent.size() + di, static_cast<std::uint32_t>(b));
+    generate_row(tokens.data() + b * (length + 1), length, random, depths_percent[di] / 100.0);
+  }
+  return tokens;
+}
+
+// The scoring is meap::eval::score_targets: one target per row (the needle's value at its query
+// key), top-1 over the whole vocabulary, through the cached inference path (nothing is kept for a
+// backward pass, so 128 rows of T = 512 fit in a few MB).
+grid evaluate(const meap::nn::llama_model<meap::fp32, meap::cpu>& model, const settings& s, std::uint64_t seed) {
   grid correct{};
-  const meap::index_t rows = s.eval_rows;
   for (std::size_t li = 0; li < lengths.size(); ++li) {
-    const meap::index_t length = lengths[li];
+    const meap::index_t length = lengths[li], at = first_answer_position(length);
     for (std::size_t di = 0; di < depths_percent.size(); ++di) {
-      auto tokens = meap::zeros<std::int32_t>(meap::cpu{}, {rows, length + 1});
-      for (meap::index_t b = 0; b < rows; ++b) {
-        meap::philox_stream random(s.seed + 0xe7a1'0000ull, li * depths_percent.size() + di,
-                                   static_cast<std::uint32_t>(b));
-        generate_row(tokens.data() + b * (length + 1), length, random, depths_percent[di] / 100.0);
+      const auto tokens = evaluation_rows(s, seed, li, di);
+      std::vector<meap::eval::scored_sequence> sequences(static_cast<std::size_t>(s.eval_rows));
+      for (meap::index_t b = 0; b < s.eval_rows; ++b) {
+        auto& sequence = sequences[static_cast<std::size_t>(b)];
+        sequence.tokens.assign(tokens.data() + b * (length + 1), tokens.data() + b * (length + 1) + length);
+        sequence.targets = {{at, tokens.view()(b, at + 1)}};
       }
-      // In chunks of rows: forward keeps every activation for a backward pass, so 128 rows of
-      // T = 512 at once would hold about 1 GB.
-      constexpr meap::index_t chunk_rows = 16;
-      const meap::index_t at = first_answer_position(length);
-      for (meap::index_t b0 = 0; b0 < rows; b0 += chunk_rows) {
-        const meap::index_t n = std::min(chunk_rows, rows - b0);
-        const auto inputs = meap::clone(meap::cpu{}, tokens.view().slice(0, b0, b0 + n).slice(1, 0, length).as_const());
-        const auto context = model.forward(meap::cpu{}, inputs.view());
-        const auto logits = model.logits(meap::cpu{}, context);  // (n * length, vocab)
-        for (meap::index_t b = 0; b < n; ++b) {
-          const float* row_logits = logits.data() + (b * length + at) * vocab_size;
-          const auto best =
-              static_cast<std::int32_t>(std::max_element(row_logits, row_logits + vocab_size) - row_logits);
-          correct[li][di] += best == tokens.view()(b0 + b, at + 1);
-        }
-      }
+      for (const auto& score : meap::eval::score_targets(meap::cpu{}, model, sequences, 16))
+        correct[li][di] += score.top1[0] ? 1 : 0;
     }
   }
   return correct;
@@ -314,97 +324,218 @@ grid evaluate(const meap::nn::llama_model<meap::fp32, meap::cpu>& model, const s
 
 double percent(int correct, int total) { return total > 0 ? 100.0 * correct / total : 0.0; }
 
-void print_table(const grid& ntp, const grid& meap_grid, int rows) {
-  std::printf("\nNeedle retrieval accuracy (%%), %d held-out rows per cell, NTP / MEAP:\n\n", rows);
+// ---------------------------------------------------------------------------------------------
+// The paper's attention analysis (meap::eval::analyze_attention, definitions in docs/eval.md) on
+// held-out rows of T = 128 with the needle at 50% depth: each row as it is, and the same row under
+// the MEAP policy the training used. The query row is the needle's query key (where the answer is
+// predicted); the answer span is the needle's pair token.
+struct attention_summary {
+  double pooled_decay = 0;      // attention the masked positions lose, pooled over layers and heads
+  double variance_change = 0;   // relative change of the variance over unmasked keys (mean of heads)
+  double answer_share_clean = 0, answer_share_masked = 0;  // attention the query puts on the needle
+};
+
+attention_summary analyze(const meap::nn::llama_model<meap::fp32, meap::cpu>& model, const settings& s,
+                          std::uint64_t seed) {
+  constexpr std::size_t length_index = 1, depth_index = 2;  // T = 128, 50%
+  const meap::index_t length = lengths[length_index], rows = std::min<meap::index_t>(32, s.eval_rows);
+  const auto tokens = evaluation_rows(s, seed + 77, length_index, depth_index);
+  const auto sample = meap::clone(meap::cpu{}, tokens.view().slice(0, 0, rows).as_const());
+  meap::masking::pretraining_options masking;
+  masking.seed = seed + 0xa77e'0000ull;  // a masking stream no training step used
+  masking.mask_id = mask_id;
+  masking.special_ids = {bos_id, query_id};
+  const auto masked = meap::masking::apply(meap::cpu{}, meap::masking::fixed_ratio{0.15}, sample.view().as_const(), masking);
+  const auto clean = meap::clone(meap::cpu{}, sample.view().slice(1, 0, length).as_const());
+  meap::eval::attention_analysis_options options;
+  options.mask_id = mask_id;
+  const meap::index_t query = first_answer_position(length);
+  for (meap::index_t b = 0; b < rows; ++b) {
+    // The needle is the pair token that carries the first query key (keys are distinct in a row).
+    const std::int32_t key = sample.view()(b, query);
+    meap::index_t needle = 0;
+    for (meap::index_t t = 1; t < query && needle == 0; ++t) {
+      const std::int32_t id = sample.view()(b, t);
+      if (id >= first_pair && first_key + (id - first_pair) / value_count == key) needle = t;
+    }
+    options.answer_spans.push_back({needle, needle + 1});
+    options.query_rows.push_back({query});
+  }
+  const auto report = meap::eval::analyze_attention(meap::cpu{}, model, clean.view().as_const(),
+                                                    masked.input_ids.view().as_const(), options);
+  return {report.overall.pooled_decay, report.overall.variance_change, report.overall.answer_share_clean,
+          report.overall.answer_share_masked};
+}
+
+// ---------------------------------------------------------------------------------------------
+struct seed_result {
+  std::uint64_t seed = 0;
+  grid ntp{}, meap{};
+  attention_summary ntp_attention, meap_attention;
+  double seconds = 0;
+};
+
+int cell_sum(const grid& g, std::optional<std::size_t> length, std::optional<std::size_t> depth) {
+  int sum = 0;
+  for (std::size_t li = 0; li < lengths.size(); ++li)
+    for (std::size_t di = 0; di < depths_percent.size(); ++di)
+      if ((!length || *length == li) && (!depth || *depth == di)) sum += g[li][di];
+  return sum;
+}
+
+// Accuracy (%) of a grid over a length (or all) and a depth (or all).
+double accuracy(const grid& g, int rows, std::optional<std::size_t> length, std::optional<std::size_t> depth) {
+  const int cells = (length ? 1 : static_cast<int>(lengths.size())) * (depth ? 1 : static_cast<int>(depths_percent.size()));
+  return percent(cell_sum(g, length, depth), rows * cells);
+}
+
+void print_seed_table(const seed_result& r, int rows) {
+  std::printf("\nSeed %llu: needle retrieval accuracy (%%), %d held-out rows per cell, NTP / MEAP:\n\n",
+              static_cast<unsigned long long>(r.seed), rows);
   std::printf("%8s", "T \\ depth");
   for (const int d : depths_percent) std::printf(" | %11d%%", d);
   std::printf(" | %12s\n", "all depths");
-  const int depth_count = static_cast<int>(depths_percent.size());
-  std::array<int, depths_percent.size()> ntp_column{}, meap_column{};
-  int ntp_all = 0, meap_all = 0;
   for (std::size_t li = 0; li < lengths.size(); ++li) {
     std::printf("%9lld", static_cast<long long>(lengths[li]));
-    int ntp_row = 0, meap_row = 0;
-    for (std::size_t di = 0; di < depths_percent.size(); ++di) {
-      std::printf(" | %5.1f / %5.1f", percent(ntp[li][di], rows), percent(meap_grid[li][di], rows));
-      ntp_row += ntp[li][di];
-      meap_row += meap_grid[li][di];
-      ntp_column[di] += ntp[li][di];
-      meap_column[di] += meap_grid[li][di];
-    }
-    ntp_all += ntp_row;
-    meap_all += meap_row;
-    std::printf(" | %5.1f / %5.1f\n", percent(ntp_row, rows * depth_count), percent(meap_row, rows * depth_count));
+    for (std::size_t di = 0; di < depths_percent.size(); ++di)
+      std::printf(" | %5.1f / %5.1f", accuracy(r.ntp, rows, li, di), accuracy(r.meap, rows, li, di));
+    std::printf(" | %5.1f / %5.1f\n", accuracy(r.ntp, rows, li, {}), accuracy(r.meap, rows, li, {}));
   }
-  const int length_count = static_cast<int>(lengths.size());
   std::printf("%9s", "all T");
   for (std::size_t di = 0; di < depths_percent.size(); ++di)
-    std::printf(" | %5.1f / %5.1f", percent(ntp_column[di], rows * length_count),
-                percent(meap_column[di], rows * length_count));
-  std::printf(" | %5.1f / %5.1f\n", percent(ntp_all, rows * length_count * depth_count),
-              percent(meap_all, rows * length_count * depth_count));
-  std::printf("\nChance: %.1f%% for a uniform guess among the %d values, %.1f%% for a guess among the %d values "
-              "in the row.\n", 100.0 / value_count, value_count, 100.0 / pairs, pairs);
+    std::printf(" | %5.1f / %5.1f", accuracy(r.ntp, rows, {}, di), accuracy(r.meap, rows, {}, di));
+  std::printf(" | %5.1f / %5.1f\n", accuracy(r.ntp, rows, {}, {}), accuracy(r.meap, rows, {}, {}));
+  std::printf("Attention (T = 128, clean vs 15%% masked input): decay at masked positions NTP %.1f%% / MEAP %.1f%%; "
+              "variance over unmasked keys %+.1f%% / %+.1f%%; needle share of the query's attention %.1f%% / %.1f%%\n",
+              100 * r.ntp_attention.pooled_decay, 100 * r.meap_attention.pooled_decay,
+              100 * r.ntp_attention.variance_change, 100 * r.meap_attention.variance_change,
+              100 * r.ntp_attention.answer_share_clean, 100 * r.meap_attention.answer_share_clean);
+}
+
+// One line of the multi-seed summary: mean +- sd of each model over the seeds, the paired
+// difference and its tests (meap/eval/statistics.hpp).
+meap::eval::paired_result compare(const std::vector<seed_result>& results, int rows, std::optional<std::size_t> length,
+                                  std::optional<std::size_t> depth) {
+  std::vector<double> ntp, meap_values;
+  for (const auto& r : results) {
+    ntp.push_back(accuracy(r.ntp, rows, length, depth));
+    meap_values.push_back(accuracy(r.meap, rows, length, depth));
+  }
+  return meap::eval::paired_comparison(ntp, meap_values);
+}
+
+void print_summary(const std::vector<seed_result>& results, int rows) {
+  const std::size_t n = results.size();
+  std::printf("\nOver %zu seeds (same initialization and data per seed; %d rows per cell): accuracy %% mean +- sd, "
+              "MEAP - NTP per seed, paired t-test and exact sign-flip test (smallest possible p with %zu seeds: %.3f)\n\n",
+              n, rows, n, n <= 24 ? 2.0 / static_cast<double>(std::uint64_t{1} << n) : 0.0);
+  std::printf("%10s | %15s | %15s | %15s | %7s | %7s | %9s\n", "T", "NTP", "MEAP", "MEAP - NTP", "t", "p (t)",
+              "p (flip)");
+  for (std::size_t li = 0; li <= lengths.size(); ++li) {
+    const bool all = li == lengths.size();
+    const auto r = compare(results, rows, all ? std::nullopt : std::optional<std::size_t>(li), std::nullopt);
+    const std::string label = all ? "all T" : std::to_string(lengths[li]) + (lengths[li] > train_lengths.back() ? "*" : "");
+    std::printf("%10s | %6.1f +- %5.1f | %6.1f +- %5.1f | %+6.1f +- %5.1f | %7.2f | %7.3f | %9.3f\n", label.c_str(),
+                r.a.mean, r.a.sd, r.b.mean, r.b.sd, r.difference.mean, r.difference.sd, r.t, r.t_p, r.sign_flip_p);
+  }
+  std::printf("(* longer than any training row)\n");
+  const auto attention_line = [&](const char* name, auto field) {
+    std::vector<double> ntp, meap_values;
+    for (const auto& r : results) {
+      ntp.push_back(100 * field(r.ntp_attention));
+      meap_values.push_back(100 * field(r.meap_attention));
+    }
+    const auto c = meap::eval::paired_comparison(ntp, meap_values);
+    std::printf("%-38s | %6.1f +- %5.1f | %6.1f +- %5.1f | %+6.1f +- %5.1f | %7.2f | %7.3f | %9.3f\n", name, c.a.mean,
+                c.a.sd, c.b.mean, c.b.sd, c.difference.mean, c.difference.sd, c.t, c.t_p, c.sign_flip_p);
+  };
+  std::printf("\nAttention (%%, T = 128, needle at 50%%)     | NTP             | MEAP            | MEAP - NTP\n");
+  attention_line("decay at masked positions", [](const attention_summary& a) { return a.pooled_decay; });
+  attention_line("variance change over unmasked keys", [](const attention_summary& a) { return a.variance_change; });
+  attention_line("needle share of the query (clean)", [](const attention_summary& a) { return a.answer_share_clean; });
 }
 
 // Written atomically: the name holds the previous file or the whole new one, never a part.
-void write_csv(const std::filesystem::path& path, const grid& ntp, const grid& meap_grid, int rows) {
-  std::ostringstream csv;
-  csv << "model,length,depth_percent,correct,total,accuracy\n";
-  for (int m = 0; m < 2; ++m)
-    for (std::size_t li = 0; li < lengths.size(); ++li)
-      for (std::size_t di = 0; di < depths_percent.size(); ++di) {
-        const int c = (m == 0 ? ntp : meap_grid)[li][di];
-        csv << (m == 0 ? "NTP" : "MEAP") << ',' << lengths[li] << ',' << depths_percent[di] << ',' << c << ','
-            << rows << ',' << static_cast<double>(c) / rows << '\n';
-      }
-  const std::string text = csv.str();
+void write_text(const std::filesystem::path& path, const std::string& text) {
   meap::write_file_atomically(path, std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), text.size()));
 }
 
+// Every cell of every seed, the per-length summary, and the attention metrics per seed.
+void write_csvs(const std::filesystem::path& directory, const std::vector<seed_result>& results, int rows) {
+  std::ostringstream cells;
+  cells << "seed,model,length,depth_percent,correct,total,accuracy\n";
+  for (const auto& r : results)
+    for (int m = 0; m < 2; ++m)
+      for (std::size_t li = 0; li < lengths.size(); ++li)
+        for (std::size_t di = 0; di < depths_percent.size(); ++di) {
+          const int c = (m == 0 ? r.ntp : r.meap)[li][di];
+          cells << r.seed << ',' << (m == 0 ? "NTP" : "MEAP") << ',' << lengths[li] << ',' << depths_percent[di] << ','
+                << c << ',' << rows << ',' << static_cast<double>(c) / rows << '\n';
+        }
+  write_text(directory / "meap_demo.csv", cells.str());
+  std::ostringstream summary;
+  summary << "length,seeds,ntp_mean,ntp_sd,meap_mean,meap_sd,difference_mean,difference_sd,t,p_t,p_sign_flip\n";
+  for (std::size_t li = 0; li <= lengths.size(); ++li) {
+    const bool all = li == lengths.size();
+    const auto c = compare(results, rows, all ? std::nullopt : std::optional<std::size_t>(li), std::nullopt);
+    summary << (all ? std::string("all") : std::to_string(lengths[li])) << ',' << results.size() << ',' << c.a.mean
+            << ',' << c.a.sd << ',' << c.b.mean << ',' << c.b.sd << ',' << c.difference.mean << ',' << c.difference.sd
+            << ',' << c.t << ',' << c.t_p << ',' << c.sign_flip_p << '\n';
+  }
+  write_text(directory / "meap_demo_summary.csv", summary.str());
+  std::ostringstream attention;
+  attention << "seed,model,pooled_decay,variance_change,answer_share_clean,answer_share_masked\n";
+  for (const auto& r : results)
+    for (int m = 0; m < 2; ++m) {
+      const auto& a = m == 0 ? r.ntp_attention : r.meap_attention;
+      attention << r.seed << ',' << (m == 0 ? "NTP" : "MEAP") << ',' << a.pooled_decay << ',' << a.variance_change
+                << ',' << a.answer_share_clean << ',' << a.answer_share_masked << '\n';
+    }
+  write_text(directory / "meap_demo_attention.csv", attention.str());
+}
+
 // Two panels, accuracy by length (averaged over depths) and by depth (averaged over lengths),
-// drawn by gnuplot from inline data so the script stands alone.
-void write_plot(const std::filesystem::path& directory, const grid& ntp, const grid& meap_grid, int rows) {
+// mean over the seeds with +- one standard deviation as error bars when there are several, drawn
+// by gnuplot from inline data so the script stands alone.
+void write_plot(const std::filesystem::path& directory, const std::vector<seed_result>& results, int rows) {
   if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
     std::printf("gnuplot not found: skipping the plot (install it with: apt-get install gnuplot-nox)\n");
     return;
   }
   const auto script_path = directory / "meap_demo.gp";
   const auto png_path = directory / "meap_demo.png";
-  // gnuplot draws into a temporary name, renamed over the PNG once complete.
-  const auto png_temporary = directory / ".meap_demo.png.tmp";
+  const auto png_temporary = directory / ".meap_demo.png.tmp";  // renamed over the PNG once complete
   std::ostringstream gp;
-  const int length_count = static_cast<int>(lengths.size()), depth_count = static_cast<int>(depths_percent.size());
   gp << "$by_length << EOD\n";
   for (std::size_t li = 0; li < lengths.size(); ++li) {
-    int n = 0, m = 0;
-    for (std::size_t di = 0; di < depths_percent.size(); ++di) n += ntp[li][di], m += meap_grid[li][di];
-    gp << lengths[li] << ' ' << percent(n, rows * depth_count) << ' ' << percent(m, rows * depth_count) << '\n';
+    const auto c = compare(results, rows, li, std::nullopt);
+    gp << lengths[li] << ' ' << c.a.mean << ' ' << c.a.sd << ' ' << c.b.mean << ' ' << c.b.sd << '\n';
   }
   gp << "EOD\n$by_depth << EOD\n";
   for (std::size_t di = 0; di < depths_percent.size(); ++di) {
-    int n = 0, m = 0;
-    for (std::size_t li = 0; li < lengths.size(); ++li) n += ntp[li][di], m += meap_grid[li][di];
-    gp << depths_percent[di] << ' ' << percent(n, rows * length_count) << ' ' << percent(m, rows * length_count)
-       << '\n';
+    const auto c = compare(results, rows, std::nullopt, di);
+    gp << depths_percent[di] << ' ' << c.a.mean << ' ' << c.a.sd << ' ' << c.b.mean << ' ' << c.b.sd << '\n';
   }
+  const std::string seeds = results.size() == 1 ? "seed " + std::to_string(results[0].seed)
+                                                : std::to_string(results.size()) + " seeds, mean +- sd";
+  const char* style = results.size() == 1 ? "with linespoints" : "with yerrorlines";
   gp << "EOD\n"
      << "set terminal pngcairo size 1100,450 font 'sans,11'\n"
      << "set output '" << png_temporary.string() << "'\n"
-     << "set multiplot layout 1,2 title 'meap\\_demo: needle retrieval accuracy, NTP vs MEAP (same init, same data)'\n"
-     << "set yrange [0:100]\nset ylabel 'accuracy (%)'\nset grid\nset key bottom left\n"
+     << "set multiplot layout 1,2 title 'meap\\_demo: needle retrieval accuracy, NTP vs MEAP (same init, same data; "
+     << seeds << ")'\n"
+     << "set yrange [0:105]\nset ylabel 'accuracy (%)'\nset grid\nset key bottom left\n"
      << "set xlabel 'context length T (averaged over depths; trained on T <= " << train_lengths.back() << ")'\n"
      << "set logscale x 2\nset xtics (" << lengths[0] << ", " << lengths[1] << ", " << lengths[2] << ", " << lengths[3]
      << ")\n"
-     << "plot $by_length using 1:2 with linespoints lw 2 pt 7 title 'NTP', "
-        "$by_length using 1:3 with linespoints lw 2 pt 5 title 'MEAP'\n"
+     << "plot $by_length using 1:2:3 " << style << " lw 2 pt 7 title 'NTP', $by_length using 1:4:5 " << style
+     << " lw 2 pt 5 title 'MEAP'\n"
      << "unset logscale x\nset xlabel 'needle depth in the haystack (%), averaged over lengths'\nset xtics 0,25,100\n"
-     << "plot $by_depth using 1:2 with linespoints lw 2 pt 7 title 'NTP', "
-        "$by_depth using 1:3 with linespoints lw 2 pt 5 title 'MEAP'\n"
+     << "set xrange [-5:105]\n"
+     << "plot $by_depth using 1:2:3 " << style << " lw 2 pt 7 title 'NTP', $by_depth using 1:4:5 " << style
+     << " lw 2 pt 5 title 'MEAP'\n"
      << "unset multiplot\n";
-  const std::string script = gp.str();
-  meap::write_file_atomically(script_path,
-                              std::span<const std::byte>(reinterpret_cast<const std::byte*>(script.data()), script.size()));
+  write_text(script_path, gp.str());
   const std::string command = "gnuplot '" + script_path.string() + "'";
   std::error_code ec;
   if (std::system(command.c_str()) != 0 || (std::filesystem::rename(png_temporary, png_path, ec), ec)) {
@@ -425,40 +556,65 @@ int run(int argc, char** argv) {
     meap::throw_argument_error("meap_demo", "--out", s.out.string(),
                                "a directory that exists or can be created" + (ec ? " (" + ec.message() + ")" : std::string()));
   {  // writable: found now, not after an hour of training
-    const std::string probe = "probe\n";
-    meap::write_file_atomically(s.out / ".meap_demo.write_test",
-                                std::span<const std::byte>(reinterpret_cast<const std::byte*>(probe.data()), probe.size()));
+    write_text(s.out / ".meap_demo.write_test", "probe\n");
     std::filesystem::remove(s.out / ".meap_demo.write_test", ec);
   }
   const auto config = model_config();
   std::printf("meap_demo: %lld-parameter LLaMA (d_model %lld, %lld layers, %lld heads, vocab %lld), %lld steps of "
-              "~%lld tokens per model, T cycling over %lld/%lld/%lld/%lld; evaluated at T = 64, 128, 256, 512\n",
+              "~%lld tokens per model, T cycling over %lld/%lld/%lld/%lld; evaluated at T = 64, 128, 256, 512; "
+              "%d seed%s from %llu\n",
               static_cast<long long>(config.parameter_count()), static_cast<long long>(config.d_model),
               static_cast<long long>(config.layers), static_cast<long long>(config.heads),
               static_cast<long long>(config.vocab), static_cast<long long>(s.steps),
               static_cast<long long>(tokens_per_step), static_cast<long long>(train_lengths[0]),
               static_cast<long long>(train_lengths[1]), static_cast<long long>(train_lengths[2]),
-              static_cast<long long>(train_lengths[3]));
+              static_cast<long long>(train_lengths[3]), s.seeds, s.seeds == 1 ? "" : "s",
+              static_cast<unsigned long long>(s.seed));
   std::fflush(stdout);
 
   const auto start = std::chrono::steady_clock::now();
-  // Same initialization and same batches for both; only the masking differs.
-  meap::nn::llama_model<meap::fp32, meap::cpu> ntp(config), meap_model(config);
-  ntp.initialize(s.seed);
-  meap_model.initialize(s.seed);
-  std::fprintf(stderr, "training NTP\n");
-  const double ntp_seconds = train("NTP ", ntp, std::nullopt, s);
-  std::fprintf(stderr, "training MEAP (15%% of inputs masked)\n");
-  const double meap_seconds = train("MEAP", meap_model, meap::masking::fixed_ratio{0.15}, s);
-  std::fprintf(stderr, "evaluating\n");
-  const grid ntp_grid = evaluate(ntp, s), meap_grid = evaluate(meap_model, s);
-
-  print_table(ntp_grid, meap_grid, s.eval_rows);
-  write_csv(s.out / "meap_demo.csv", ntp_grid, meap_grid, s.eval_rows);
-  std::printf("wrote %s\n", (s.out / "meap_demo.csv").string().c_str());
-  write_plot(s.out, ntp_grid, meap_grid, s.eval_rows);
+  std::vector<seed_result> results;
+  for (int i = 0; i < s.seeds; ++i) {
+    seed_result r;
+    r.seed = s.seed + static_cast<std::uint64_t>(i);
+    const auto seed_start = std::chrono::steady_clock::now();
+    // Same initialization and same batches for both; only the masking differs.
+    meap::nn::llama_model<meap::fp32, meap::cpu> ntp(config), meap_model(config);
+    ntp.initialize(r.seed);
+    meap_model.initialize(r.seed);
+    std::fprintf(stderr, "seed %llu (%d of %d): training NTP\n", static_cast<unsigned long long>(r.seed), i + 1, s.seeds);
+    train("NTP ", ntp, std::nullopt, s, r.seed);
+    std::fprintf(stderr, "seed %llu: training MEAP (15%% of inputs masked)\n", static_cast<unsigned long long>(r.seed));
+    train("MEAP", meap_model, meap::masking::fixed_ratio{0.15}, s, r.seed);
+    std::fprintf(stderr, "seed %llu: evaluating\n", static_cast<unsigned long long>(r.seed));
+    r.ntp = evaluate(ntp, s, r.seed);
+    r.meap = evaluate(meap_model, s, r.seed);
+    r.ntp_attention = analyze(ntp, s, r.seed);
+    r.meap_attention = analyze(meap_model, s, r.seed);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - seed_start).count();
+    print_seed_table(r, s.eval_rows);
+    std::fflush(stdout);
+    results.push_back(r);
+    // The CSVs after every seed: a long study that is stopped keeps what it measured.
+    write_csvs(s.out, results, s.eval_rows);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (i + 1 < s.seeds)
+      std::fprintf(stderr, "seed %llu done in %.0f s; ETA %.0f s\n", static_cast<unsigned long long>(r.seed), r.seconds,
+                   elapsed / (i + 1) * (s.seeds - i - 1));
+  }
+  std::printf("\nChance: %.1f%% for a uniform guess among the %d values, %.1f%% for a guess among the %d values "
+              "in the row.\n", 100.0 / value_count, value_count, 100.0 / pairs, pairs);
+  if (s.seeds > 1) {
+    print_summary(results, s.eval_rows);
+  } else {
+    std::printf("One seed shows what this seed's two models did, not whether MEAP helps: floating-point differences "
+                "between machines change the trajectories, and seed-to-seed spread is larger than most gaps in the "
+                "table. For the comparison run the study: meap_demo --seeds 5 (docs/fidelity.md).\n");
+  }
+  std::printf("wrote %s, meap_demo_summary.csv and meap_demo_attention.csv\n", (s.out / "meap_demo.csv").string().c_str());
+  write_plot(s.out, results, s.eval_rows);
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("time: NTP training %.0f s, MEAP training %.0f s, total %.0f s\n", ntp_seconds, meap_seconds, total);
+  std::printf("time: %.0f s for %d seed%s\n", total, s.seeds, s.seeds == 1 ? "" : "s");
   return 0;
 }
 

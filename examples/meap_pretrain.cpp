@@ -24,6 +24,7 @@
 // The command line is parsed with CLI11; any error ends the program with one line on stderr and
 // a non-zero exit.
 #include "pretrain_run.hpp"
+#include "program_main.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -92,22 +93,14 @@ meap_pretrain::arguments parse(int argc, char** argv, int& exit_code) {
   if (a.batch % a.micro_batches != 0)
     meap_pretrain::bad_argument("--micro-batches", std::to_string(a.micro_batches),
                                 "a divisor of --batch = " + std::to_string(a.batch));
-  if (a.device.rfind("cuda", 0) == 0) {
-    a.cuda_ordinal = 0;
-    if (a.device != "cuda") {
-      const std::string ordinal = a.device.size() > 5 && a.device[4] == ':' ? a.device.substr(5) : "";
-      if (ordinal.empty() || ordinal.find_first_not_of("0123456789") != std::string::npos || ordinal.size() > 4)
-        meap_pretrain::bad_argument("--device", a.device, "cpu, cuda or cuda:N");
-      a.cuda_ordinal = std::stoi(ordinal);
-    }
+  a.cuda_ordinal = meap_examples::cuda_ordinal_of("meap_pretrain", a.device);
+  if (a.cuda_ordinal >= 0) {
     if (a.dtype.empty()) a.dtype = "bf16";
     if (a.dtype == "fp64") meap_pretrain::bad_argument("--dtype", a.dtype, "bf16, fp16 or fp32 on CUDA");
-  } else if (a.device == "cpu") {
+  } else {
     if (a.dtype.empty()) a.dtype = "fp32";
     if (a.dtype != "fp32" && a.dtype != "fp64")
       meap_pretrain::bad_argument("--dtype", a.dtype, "fp32 or fp64 on the CPU (bfloat16 and half need --device cuda)");
-  } else {
-    meap_pretrain::bad_argument("--device", a.device, "cpu, cuda or cuda:N");
   }
   return a;
 }
@@ -115,7 +108,7 @@ meap_pretrain::arguments parse(int argc, char** argv, int& exit_code) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return meap_examples::guarded_main("meap_pretrain", "try a smaller --batch, --seq-len or model", [&] {
     int exit_code = -1;
     const auto a = parse(argc, argv, exit_code);
     if (exit_code >= 0) return exit_code;
@@ -123,19 +116,7 @@ int main(int argc, char** argv) {
     const meap_pretrain::memory_budget budget{meap::train::available_host_memory(), "on this machine"};
     if (a.dtype == "fp64") return meap_pretrain::run_with_policy<meap::fp64>(a, meap::cpu{}, 0.0, budget);
     return meap_pretrain::run_with_policy<meap::fp32>(a, meap::cpu{}, 0.0, budget);
-  } catch (const meap::error& e) {  // its message starts with the function that refused
-    std::fprintf(stderr, "%s\n", e.what());
-    return 1;
-  } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "meap_pretrain: out of memory (std::bad_alloc); try a smaller --batch, --seq-len or model\n");
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "meap_pretrain: %s\n", e.what());
-    return 1;
-  } catch (...) {
-    std::fprintf(stderr, "meap_pretrain: unknown error\n");
-    return 1;
-  }
+  });
 }
 
 #if !defined(MEAP_PRETRAIN_WITH_CUDA)

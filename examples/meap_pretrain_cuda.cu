@@ -1,17 +1,14 @@
 // The CUDA half of meap_pretrain: the loop of pretrain_run.hpp instantiated for meap::cuda, in
 // bfloat16 (mixed, the default), half (mixed, dynamic loss scaling) or float32, on its own stream.
 #include "pretrain_run.hpp"
+#include "cuda_device.hpp"
 
 #include <meap/cuda.hpp>
 
 #include <cstdio>
 
 int meap_pretrain::run_cuda(const arguments& a) {
-  const int devices = meap::cuda_device_count();
-  if (a.cuda_ordinal >= devices)
-    bad_argument("--device", a.device, "a CUDA device in [0, " + std::to_string(devices) + ") (" +
-                                           std::to_string(devices) + " found)");
-  MEAP_CUDA_CHECK(cudaSetDevice(a.cuda_ordinal));
+  meap_examples::select_cuda_device("meap_pretrain", a.device, a.cuda_ordinal);
   meap::cuda_stream stream;
   const meap::cuda device = stream.device();
   const bool tensor_cores = a.dtype != "fp32";

@@ -49,3 +49,5 @@
 #include <meap/io/token_dataset.hpp>
 #include <meap/train/checkpoint.hpp>
 #include <meap/train/pretrain.hpp>
+
+#include <meap/eval/eval.hpp>

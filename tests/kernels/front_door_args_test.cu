@@ -231,6 +231,58 @@ BOOST_AUTO_TEST_CASE(cuda_only_errors) {
   BOOST_TEST(length.find("length T = " + std::to_string(too_long)) != std::string::npos, length);
 }
 
+// attention_forward_cached: the same messages on both devices, float64 refused on CUDA, and the
+// start positions checked on the host before any CUDA call.
+BOOST_AUTO_TEST_CASE(cached_attention_errors_match_the_cpu) {
+  std::vector<float> buffer(2048);
+  const auto host = [&](const dims& shape) { return meap::tensor_view<const float, cpu>(buffer.data(), shape); };
+  const auto host_out = [&](const dims& shape) { return meap::tensor_view<float, cpu>(buffer.data(), shape); };
+  const dims q{2, 3, 4, 8}, cache{2, 10, 2, 8};
+  const std::vector<index_t> too_late{0, 8}, fine{0, 7};
+  std::string cpu_argument, cuda_argument;
+  const auto host_message = message_of(
+      [&] {
+        meap::attention_forward_cached<float>(cpu{}, host(q), host(cache), host(cache), too_late, host_out(q));
+      },
+      &cpu_argument);
+  const auto cuda_message = message_of(
+      [&] {
+        meap::attention_forward_cached<float>(meap::cuda{}, device_view<const float>(q), device_view<const float>(cache),
+                                              device_view<const float>(cache), too_late, device_view<float>(q));
+      },
+      &cuda_argument);
+  BOOST_TEST(cpu_argument == "start");
+  BOOST_TEST(cuda_argument == "start");
+  BOOST_TEST(cuda_message == host_message);
+  BOOST_TEST(message_of([&] {
+               meap::attention_forward_cached<float>(meap::cuda{}, device_view<const float>(q),
+                                                     device_view<const float>(dims{2, 10, 3, 8}),
+                                                     device_view<const float>(dims{2, 10, 3, 8}), fine,
+                                                     device_view<float>(q));
+             }) == message_of([&] {
+               meap::attention_forward_cached<float>(cpu{}, host(q), host(dims{2, 10, 3, 8}), host(dims{2, 10, 3, 8}),
+                                                     fine, host_out(q));
+             }));
+  const std::string f64 = message_of(
+      [&] {
+        meap::attention_forward_cached<double>(meap::cuda{}, device_view<const double>(q),
+                                               device_view<const double>(cache), device_view<const double>(cache), fine,
+                                               device_view<double>(q));
+      },
+      &cuda_argument);
+  BOOST_TEST(cuda_argument == "q");
+  BOOST_TEST(f64.find("float64") != std::string::npos, f64);
+  const std::string mismatch = message_of(
+      [&] {
+        meap::attention_forward_cached<float>(meap::cuda{}, device_view<const float>(q),
+                                              device_view<const float>(cache, 1), device_view<const float>(cache), fine,
+                                              device_view<float>(q));
+      },
+      &cuda_argument);
+  BOOST_TEST(cuda_argument == "k_cache");
+  BOOST_TEST(mismatch.find("device mismatch") != std::string::npos, mismatch);
+}
+
 // An empty batch passes the checks and returns before any CUDA call.
 BOOST_AUTO_TEST_CASE(empty_batch_returns_before_touching_the_device) {
   BOOST_CHECK_NO_THROW(meap::attention_forward<float>(meap::cuda{}, device_view<const float>(dims{0, 5, 2, 8}),

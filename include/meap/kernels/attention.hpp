@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -141,6 +142,53 @@ void attention_backward(const Device& device, std::type_identity_t<tensor_view<c
                                      at("segment_ids", options.segment_ids)});
   if (q.empty()) return;
   kernels::template backward<T>(device, function, s, q, k, v, out, lse, d_out, d_q, d_k, d_v, options);
+}
+
+// Attention of new queries over a key/value cache, for generation (forward only).
+//   q: (B, Tq, Hq, D)   k_cache, v_cache: (B, S, Hkv, D)   out: (B, Tq, Hq, D)
+//   start: (B) on the host: query t of row b sits at position start[b] + t and attends the cached
+//   keys j <= start[b] + t. The caller has written the new tokens' keys and values at
+//   [start[b], start[b] + Tq) before the call, so start[b] + Tq <= S. Prefill is start = 0 with the
+//   whole prompt as queries; a decode step is Tq = 1. Rows may hold different lengths (a batch of
+//   prompts of different lengths). The scale defaults to 1 / sqrt(D).
+template <floating_element T, device Device>
+void attention_forward_cached(const Device& device, std::type_identity_t<tensor_view<const T, Device>> q,
+                              std::type_identity_t<tensor_view<const T, Device>> k_cache,
+                              std::type_identity_t<tensor_view<const T, Device>> v_cache, std::span<const index_t> start,
+                              const tensor_view<T, Device>& out, std::optional<double> scale = {}) {
+  using kernels = detail::attention_kernels<Device>;
+  constexpr std::string_view function = "meap::attention_forward_cached";
+  check_argument(q.rank() == 4, function, "q", "shape " + to_string(q.shape()), "a rank-4 shape (B, Tq, Hq, D)");
+  const index_t B = q.size(0), Tq = q.size(1), Hq = q.size(2), D = q.size(3);
+  check_argument(1 <= D && D <= max_attention_head_dim, function, "q", "head dim D = " + std::to_string(D),
+                 "1 <= D <= " + std::to_string(max_attention_head_dim) + " (the last axis of q)");
+  check_argument(k_cache.rank() == 4 && k_cache.size(0) == B && k_cache.size(3) == D, function, "k_cache",
+                 "shape " + to_string(k_cache.shape()),
+                 "shape (B, S, Hkv, D) with B = " + std::to_string(B) + " and D = " + std::to_string(D) +
+                     " (matching q " + to_string(q.shape()) + ")");
+  const index_t S = k_cache.size(1), Hkv = k_cache.size(2);
+  check_argument(Hkv >= 1 && Hq >= 1 && Hq % Hkv == 0, function, "k_cache", "Hkv = " + std::to_string(Hkv),
+                 "a kv head count that divides Hq = " + std::to_string(Hq) + " (GQA groups of equal size)");
+  check_shape(function, "v_cache", v_cache, k_cache.shape());
+  check_contiguous(function, "q", q);
+  check_contiguous(function, "k_cache", k_cache);
+  check_contiguous(function, "v_cache", v_cache);
+  detail::check_output(function, "out", out, q.shape());
+  check_argument(static_cast<index_t>(start.size()) == B, function, "start", std::to_string(start.size()) + " entries",
+                 "one start position per batch row (B = " + std::to_string(B) + ")");
+  for (std::size_t b = 0; b < start.size(); ++b)
+    check_argument(start[b] >= 0 && start[b] + Tq <= S, function, "start",
+                   "start[" + std::to_string(b) + "] = " + std::to_string(start[b]),
+                   "0 <= start <= S - Tq = " + std::to_string(S - Tq) + " (the cache holds S = " + std::to_string(S) +
+                       " positions and Tq = " + std::to_string(Tq) + " new ones go after start)");
+  if (scale)
+    check_argument(std::isfinite(*scale) && *scale > 0, function, "scale", *scale,
+                   "a finite positive scale (or none, for 1 / sqrt(D))");
+  const detail::cpu_impl::cached_attention_shape s{B, Tq, S, Hq, Hkv, D};
+  kernels::template check_cached_limits<T>(function, s);
+  check_colocated<Device>(function, {at("q", q), at("k_cache", k_cache), at("v_cache", v_cache), at("out", out)});
+  if (q.empty()) return;
+  kernels::template forward_cached<T>(device, function, s, q, k_cache, v_cache, start, out, scale);
 }
 
 // Probe for analysis (not for training: it is O(T^2) in memory). Writes the attention

@@ -15,6 +15,7 @@
 #include <meap/core/philox.hpp>
 #include <meap/core/precision.hpp>
 #include <meap/nn/config.hpp>
+#include <meap/nn/kv_cache.hpp>
 #include <meap/nn/modules.hpp>
 #include <meap/nn/parameter_store.hpp>
 
@@ -22,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <numbers>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -53,6 +55,20 @@ class llama_block {
     ctx.normed2 = post_attention_layernorm.forward(device, ctx.residual.view(), ctx.norm2_ctx);
     auto y = mlp.forward(device, ctx.normed2.view(), ctx.mlp_ctx);
     add_into<T>(device, y.view(), ctx.residual.view());
+    return y;
+  }
+
+  // Inference over the layer's key/value cache (causal_self_attention::forward_cached).
+  tensor<T, Device> forward_cached(const Device& device, const tensor_view<const T, Device>& x, index_t B, index_t Tq,
+                                   const tensor_view<const std::int32_t, Device>& positions,
+                                   std::span<const index_t> start, const tensor_view<T, Device>& key_cache,
+                                   const tensor_view<T, Device>& value_cache) const {
+    context ctx;
+    auto h = self_attn.forward_cached(device, input_layernorm.forward(device, x, ctx.norm1_ctx).view(), B, Tq,
+                                      positions, start, key_cache, value_cache);
+    add_into<T>(device, h.view(), x);
+    auto y = mlp.forward(device, post_attention_layernorm.forward(device, h.view(), ctx.norm2_ctx).view(), ctx.mlp_ctx);
+    add_into<T>(device, y.view(), h.view());
     return y;
   }
 
@@ -138,6 +154,67 @@ class llama_model {
           blocks[i].forward(device, ctx.layer_inputs[i].view(), ctx.sequence, ctx.block_ctx[i]));
     ctx.hidden = norm.forward(device, ctx.layer_inputs.back().view(), ctx.norm_ctx);
     return ctx;
+  }
+
+  // A key/value cache for `batch` rows of up to `capacity` positions (default max_seq), on `device`.
+  kv_cache<T, Device> make_cache(const Device& device, index_t batch, index_t capacity = 0) const {
+    return kv_cache<T, Device>(device, config_, batch, capacity > 0 ? capacity : config_.max_seq);
+  }
+
+  // Inference with a key/value cache (generation): tokens (B, Tq) on `device` are the next Tq
+  // tokens of each row; row b's take positions cache.lengths()[b] onwards. Returns the final
+  // hidden states (B * Tq, d) after the final norm (logits: linear_forward with head_weight()).
+  // Each row's length then grows by advance[b] (default: Tq for every row; a right-padded prefill
+  // passes each prompt's own length, so the padding is overwritten by that row's next tokens).
+  // Saves nothing for backward. The result equals forward() on the whole sequence up to rounding.
+  tensor<T, Device> forward_cached(const Device& device, const tensor_view<const std::int32_t, Device>& tokens,
+                                   kv_cache<T, Device>& cache, std::span<const index_t> advance = {}) const {
+    constexpr std::string_view function = "meap::nn::llama_model::forward_cached";
+    check_argument(tokens.rank() == 2 && tokens.size(0) >= 1 && tokens.size(1) >= 1, function, "tokens",
+                   "shape " + to_string(tokens.shape()), "a non-empty (B, Tq) batch of token ids");
+    const index_t B = tokens.size(0), Tq = tokens.size(1);
+    check_argument(cache.batch() == B && cache.layers() == config_.layers, function, "cache",
+                   std::to_string(cache.batch()) + " rows of " + std::to_string(cache.layers()) + " layers",
+                   "a cache from make_cache for B = " + std::to_string(B) + " rows (one per token row)");
+    const auto start = cache.lengths();
+    for (std::size_t b = 0; b < start.size(); ++b)
+      check_argument(start[b] + Tq <= cache.capacity(), function, "tokens",
+                     std::to_string(Tq) + " new tokens after the " + std::to_string(start[b]) + " of row " +
+                         std::to_string(b),
+                     "at most capacity = " + std::to_string(cache.capacity()) + " positions per row");
+    std::vector<index_t> grown(start.begin(), start.end());
+    if (!advance.empty()) {
+      check_argument(static_cast<index_t>(advance.size()) == B, function, "advance",
+                     std::to_string(advance.size()) + " entries", "one per row (B = " + std::to_string(B) + ")");
+      for (std::size_t b = 0; b < advance.size(); ++b) {
+        check_argument(advance[b] >= 0 && advance[b] <= Tq, function, "advance",
+                       "advance[" + std::to_string(b) + "] = " + std::to_string(advance[b]),
+                       "0 <= advance <= Tq = " + std::to_string(Tq));
+        grown[b] += advance[b];
+      }
+    } else {
+      for (auto& length : grown) length += Tq;
+    }
+    auto host_positions = zeros<std::int32_t>(cpu{}, dims{B, Tq});
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < Tq; ++t)
+        host_positions.data()[b * Tq + t] = static_cast<std::int32_t>(start[static_cast<std::size_t>(b)] + t);
+    tensor<std::int32_t, Device> positions(device, dims{B, Tq});
+    copy(device, host_positions.view().as_const(), positions.view());
+    tensor<std::int32_t, Device> flat(device, dims{B * Tq});
+    copy(device, tokens.reshape({B * Tq}), flat.view());
+    typename embedding<P, Device>::context embed_ctx;
+    auto x = embed_tokens.forward(device, flat.view(), embed_ctx);
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      const auto layer = static_cast<index_t>(i);
+      x = blocks[i].forward_cached(device, x.view(), B, Tq, positions.view(), start, cache.keys(layer),
+                                   cache.values(layer));
+    }
+    typename rmsnorm<P, Device>::context norm_ctx;
+    auto hidden = norm.forward(device, x.view(), norm_ctx);
+    finish_host_copy(device);  // host_positions dies here
+    cache.set_lengths(grown);
+    return hidden;
   }
 
   // Accumulates every parameter gradient from d_hidden = dL/d(hidden), (N, d).

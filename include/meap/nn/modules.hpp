@@ -28,6 +28,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <string>
 
 namespace meap::nn {
@@ -205,6 +206,38 @@ class causal_self_attention {
     attention_forward<T>(device, q4, k4, ctx.v.view().reshape({B, L, kv_heads_, head_dim_}), ctx.out.view(),
                          ctx.lse.view(), attention_options<Device>{{}, sequence.segment_ids});
     return o_proj.forward(device, ctx.out.view().reshape({B * L, heads_ * head_dim_}), ctx.o_ctx);
+  }
+
+  // Inference over a key/value cache (nn/kv_cache.hpp): x (B * Tq, d) holds Tq new tokens per row;
+  // row b's tokens take positions start[b] .. start[b] + Tq - 1 (`positions`, (B, Tq) on the
+  // device, holds the same numbers for RoPE). Their keys and values are written into the layer's
+  // cache, (B, S, Hkv, D), and the queries attend every cached key up to their own position.
+  // Saves nothing for backward.
+  tensor<T, Device> forward_cached(const Device& device, const tensor_view<const T, Device>& x, index_t B, index_t Tq,
+                                   const tensor_view<const std::int32_t, Device>& positions,
+                                   std::span<const index_t> start, const tensor_view<T, Device>& key_cache,
+                                   const tensor_view<T, Device>& value_cache) const {
+    typename linear<P, Device>::context unused;
+    auto q = q_proj.forward(device, x, unused);
+    auto k = k_proj.forward(device, x, unused);
+    auto v = v_proj.forward(device, x, unused);
+    const auto q4 = q.view().reshape({B, Tq, heads_, head_dim_});
+    const auto k4 = k.view().reshape({B, Tq, kv_heads_, head_dim_});
+    const rope_options<Device> rope{rope_theta_, positions, {}};
+    rope_forward<T>(device, q4, q4, rope);
+    rope_forward<T>(device, k4, k4, rope);
+    const index_t S = key_cache.size(1), row = kv_heads_ * head_dim_;
+    for (index_t b = 0; b < B; ++b) {  // each row's new keys go after its own cached ones
+      const index_t at = (b * S + start[static_cast<std::size_t>(b)]) * row;
+      const dims block{Tq * row};
+      copy(device, tensor_view<const T, Device>(k.data() + b * Tq * row, block, k.view().location()),
+           tensor_view<T, Device>(key_cache.data() + at, block, key_cache.location()));
+      copy(device, tensor_view<const T, Device>(v.data() + b * Tq * row, block, v.view().location()),
+           tensor_view<T, Device>(value_cache.data() + at, block, value_cache.location()));
+    }
+    tensor<T, Device> out(device, dims{B, Tq, heads_, head_dim_});
+    attention_forward_cached<T>(device, q4, key_cache, value_cache, start, out.view());
+    return o_proj.forward(device, out.view().reshape({B * Tq, heads_ * head_dim_}), unused);
   }
 
   tensor<T, Device> backward(const Device& device, const context& ctx, const tensor_view<const T, Device>& dy) {

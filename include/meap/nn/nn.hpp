@@ -1,8 +1,9 @@
 // meap/nn/nn.hpp: the model blocks, for every device and precision: the parameter store, the
-// modules, the LLaMA block and model.
+// modules, the LLaMA block and model, and the key/value cache of generation.
 #pragma once
 
 #include <meap/nn/config.hpp>
+#include <meap/nn/kv_cache.hpp>
 #include <meap/nn/llama.hpp>
 #include <meap/nn/modules.hpp>
 #include <meap/nn/parameter_store.hpp>

@@ -24,6 +24,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -324,6 +326,60 @@ void attention_probe(const attention_shape& s, const A* q, const A* k, const std
   }
 }
 
+// Attention of new queries over a key/value cache (generation, no backward).
+//   q: (B, Tq, Hq, D)   k, v: (B, S, Hkv, D) the cache   out: (B, Tq, Hq, D)   start: (B)
+// Query t of row b sits at position start[b] + t and attends the keys j <= start[b] + t. Scores for
+// a block of queries against every key it may see are one GEMM; the softmax is exact per row (the
+// block holds the whole row, S <= max_seq keys), so no online rescaling is needed.
+struct cached_attention_shape {
+  index_t batch = 0;     // B
+  index_t queries = 0;   // Tq, new tokens per row
+  index_t capacity = 0;  // S, cache slots per row
+  index_t q_heads = 0;   // Hq
+  index_t kv_heads = 0;  // Hkv
+  index_t head_dim = 0;  // D
+
+  index_t group() const { return q_heads / kv_heads; }
+};
+
+template <class A>
+void attention_forward_cached(const cached_attention_shape& s, const A* q, const A* k, const A* v,
+                              const index_t* start, A scale, A* out) {
+  const index_t Tq = s.queries, S = s.capacity, D = s.head_dim, Hq = s.q_heads, Hkv = s.kv_heads;
+  const index_t q_blocks = (Tq + attention_block_q - 1) / attention_block_q;
+  const index_t tasks = s.batch * Hq * q_blocks;
+  MEAP_OMP(omp parallel)
+  {
+    row_matrix<A> scores;
+    MEAP_OMP(omp for schedule(dynamic, 1))
+    for (index_t task = 0; task < tasks; ++task) {
+      const index_t qb = task % q_blocks;
+      const index_t h = (task / q_blocks) % Hq;
+      const index_t b = task / (q_blocks * Hq);
+      const index_t hk = h / s.group();
+      const index_t i0 = qb * attention_block_q;
+      const index_t nq = std::min(attention_block_q, Tq - i0);
+      const index_t keys = start[b] + i0 + nq;  // the last query of the block sees keys [0, keys)
+      const const_rows<A> qi(q + ((b * Tq + i0) * Hq + h) * D, nq, D, Eigen::OuterStride<>(Hq * D));
+      const const_rows<A> kb(k + (b * S * Hkv + hk) * D, keys, D, Eigen::OuterStride<>(Hkv * D));
+      const const_rows<A> vb(v + (b * S * Hkv + hk) * D, keys, D, Eigen::OuterStride<>(Hkv * D));
+      scores.resize(nq, keys);
+      scores.noalias() = scale * (qi * kb.transpose());
+      for (index_t r = 0; r < nq; ++r) {
+        const index_t seen = start[b] + i0 + r + 1;  // keys [0, seen) for this query
+        auto row = scores.row(r);
+        const A row_max = row.head(seen).maxCoeff();
+        A sum = 0;
+        for (index_t j = 0; j < seen; ++j) sum += (row(j) = std::exp(row(j) - row_max));
+        row.head(seen) /= sum;
+        row.tail(keys - seen).setZero();
+      }
+      mutable_rows<A> oi(out + ((b * Tq + i0) * Hq + h) * D, nq, D, Eigen::OuterStride<>(Hq * D));
+      oi.noalias() = scores * vb;
+    }
+  }
+}
+
 }  // namespace meap::detail::cpu_impl
 
 namespace meap::detail {
@@ -334,6 +390,8 @@ template <>
 struct attention_kernels<cpu> {
   template <class T>
   static void check_limits(std::string_view, const cpu_impl::attention_shape&) noexcept {}
+  template <class T>
+  static void check_cached_limits(std::string_view, const cpu_impl::cached_attention_shape&) noexcept {}
 
   template <class A, class Options>
   static A scale_of(const Options& options, index_t head_dim) {
@@ -373,6 +431,19 @@ struct attention_kernels<cpu> {
     d_q_a.store();
     d_k_a.store();
     d_v_a.store();
+  }
+
+  template <class T>
+  static void forward_cached(const cpu&, std::string_view, const cpu_impl::cached_attention_shape& s,
+                             const tensor_view<const T, cpu>& q, const tensor_view<const T, cpu>& k_cache,
+                             const tensor_view<const T, cpu>& v_cache, std::span<const index_t> start,
+                             const tensor_view<T, cpu>& out, std::optional<double> scale) {
+    using A = accumulate_t<T>;
+    const cpu_impl::widened<A, T> q_a(q), k_a(k_cache), v_a(v_cache);
+    const cpu_impl::narrowed<A, T> out_a(out);
+    const A scale_a = static_cast<A>(scale ? *scale : 1.0 / std::sqrt(static_cast<double>(s.head_dim)));
+    cpu_impl::attention_forward_cached<A>(s, q_a.data(), k_a.data(), v_a.data(), start.data(), scale_a, out_a.data());
+    out_a.store();
   }
 
   // probabilities (B, Hq, T, T) or key_mass (B, Hq, T), whichever is not null.

@@ -40,18 +40,24 @@
 #include <meap/kernels/cuda/attention_plan.hpp>
 #include <meap/kernels/cuda/attention_simt.cuh>
 #include <meap/kernels/cuda/attention_tc.cuh>
+#include <meap/kernels/cuda/support.hpp>
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <climits>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace meap {
 
@@ -301,6 +307,109 @@ void probe(const cuda& device, const cpu_impl::attention_shape& s, const T* q, c
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Attention over a key/value cache (generation). One CTA per query row (b, t, h): the scores of a
+// chunk of keys go to shared memory (one warp per key, lanes over D), the chunk's softmax is merged
+// into the running max and sum (flash-decoding without the split), and each thread accumulates
+// the values of one or two of the D output columns. Decode steps have B * Hq rows of Tq = 1: small
+// work whose cost is reading the cache once, which this does with coalesced rows.
+//   q, out: (B, Tq, Hq, D)   k, v: (B, S, Hkv, D)   start: (B) int32 on the device
+inline constexpr int cached_threads = 128;  // D <= 256: at most two output columns per thread
+inline constexpr int cached_chunk = 2048;   // keys per pass: 8 KiB of scores in shared memory
+
+struct float_max {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+template <class T>
+__global__ void __launch_bounds__(cached_threads)
+    cached_attention_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                            const std::int32_t* __restrict__ start, T* __restrict__ out, int queries, int capacity,
+                            int q_heads, int kv_heads, int head_dim, float scale) {
+  using block_reduce = cub::BlockReduce<float, cached_threads>;
+  __shared__ typename block_reduce::TempStorage reduce_storage;
+  __shared__ float q_row[max_attention_head_dim];
+  __shared__ float scores[cached_chunk];
+  __shared__ float broadcast;
+  const long long row = blockIdx.x;  // ((b * Tq) + t) * Hq + h, the row of q and out
+  const int h = static_cast<int>(row % q_heads);
+  const int t = static_cast<int>((row / q_heads) % queries);
+  const long long b = row / (static_cast<long long>(q_heads) * queries);
+  const int hk = h / (q_heads / kv_heads);
+  const int seen = start[b] + t + 1;  // keys [0, seen)
+  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+  constexpr int warps = cached_threads / 32;
+  for (int d = static_cast<int>(threadIdx.x); d < head_dim; d += cached_threads)
+    q_row[d] = cuda_impl::to_float(q[row * head_dim + d]) * scale;
+  const long long key_stride = static_cast<long long>(kv_heads) * head_dim;
+  const T* keys = k + (b * capacity * kv_heads + hk) * head_dim;
+  const T* values = v + (b * capacity * kv_heads + hk) * head_dim;
+  float running_max = -INFINITY, running_sum = 0.f, acc0 = 0.f, acc1 = 0.f;
+  const int d0 = static_cast<int>(threadIdx.x), d1 = d0 + cached_threads;
+  __syncthreads();
+  for (int c0 = 0; c0 < seen; c0 += cached_chunk) {
+    const int n = min(cached_chunk, seen - c0);
+    for (int j = warp; j < n; j += warps) {
+      const T* key = keys + (c0 + j) * key_stride;
+      float dot = 0.f;
+      for (int d = lane; d < head_dim; d += 32) dot = fmaf(q_row[d], cuda_impl::to_float(key[d]), dot);
+      for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+      if (lane == 0) scores[j] = dot;
+    }
+    __syncthreads();
+    float local_max = -INFINITY;
+    for (int j = static_cast<int>(threadIdx.x); j < n; j += cached_threads) local_max = fmaxf(local_max, scores[j]);
+    const float chunk_max = block_reduce(reduce_storage).Reduce(local_max, float_max{});
+    if (threadIdx.x == 0) broadcast = fmaxf(running_max, chunk_max);
+    __syncthreads();
+    const float new_max = broadcast;
+    float local_sum = 0.f;
+    for (int j = static_cast<int>(threadIdx.x); j < n; j += cached_threads) {
+      const float e = expf(scores[j] - new_max);
+      scores[j] = e;
+      local_sum += e;
+    }
+    __syncthreads();  // reduce_storage is reused, and every exp is written before the values pass
+    const float chunk_sum = block_reduce(reduce_storage).Sum(local_sum);
+    if (threadIdx.x == 0) broadcast = chunk_sum;
+    const float correction = running_max == -INFINITY ? 0.f : expf(running_max - new_max);
+    acc0 *= correction;
+    acc1 *= correction;
+    for (int j = 0; j < n; ++j) {
+      const float p = scores[j];
+      const T* value = values + (c0 + j) * key_stride;
+      if (d0 < head_dim) acc0 = fmaf(p, cuda_impl::to_float(value[d0]), acc0);
+      if (d1 < head_dim) acc1 = fmaf(p, cuda_impl::to_float(value[d1]), acc1);
+    }
+    __syncthreads();
+    running_sum = running_sum * correction + broadcast;
+    running_max = new_max;
+    __syncthreads();  // the next chunk overwrites scores and broadcast
+  }
+  const float inverse = 1.f / running_sum;
+  if (d0 < head_dim) out[row * head_dim + d0] = cuda_impl::from_float<T>(acc0 * inverse);
+  if (d1 < head_dim) out[row * head_dim + d1] = cuda_impl::from_float<T>(acc1 * inverse);
+}
+
+template <class T>
+void forward_cached(const cuda& device, const cpu_impl::cached_attention_shape& s, const T* q, const T* k, const T* v,
+                    std::span<const index_t> start, T* out, std::optional<double> scale) {
+  // The start positions travel as a small device array. cudaMemcpyAsync from pageable memory
+  // stages the source before it returns (CUDA's "API synchronization behavior"), so the host
+  // vector may die at the end of this function; the device copy is freed stream-ordered.
+  std::vector<std::int32_t> host(start.begin(), start.end());
+  tensor<std::int32_t, cuda> positions(device, dims{s.batch});
+  MEAP_CUDA_CHECK(cudaMemcpyAsync(positions.data(), host.data(), host.size() * sizeof(std::int32_t),
+                                  cudaMemcpyHostToDevice, device.stream));
+  const double scale_value = scale ? *scale : 1.0 / std::sqrt(static_cast<double>(s.head_dim));
+  const long long rows = static_cast<long long>(s.batch) * s.queries * s.q_heads;
+  cached_attention_kernel<T><<<static_cast<unsigned>(rows), cached_threads, 0, device.stream>>>(
+      q, k, v, positions.data(), out, static_cast<int>(s.queries), static_cast<int>(s.capacity),
+      static_cast<int>(s.q_heads), static_cast<int>(s.kv_heads), static_cast<int>(s.head_dim),
+      static_cast<float>(scale_value));
+  MEAP_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace detail::cuda_attention
 
 template <>
@@ -332,6 +441,31 @@ struct detail::attention_kernels<cuda> {
       cuda_attention::check_compute_capability(function);
       cuda_attention::backward<T>(device, s, q.data(), k.data(), v.data(), out.data(), lse.data(), d_out.data(),
                                   d_q.data(), d_k.data(), d_v.data(), options);
+    }
+  }
+
+  template <class T>
+  static void check_cached_limits(std::string_view function, const cpu_impl::cached_attention_shape& s) {
+    if constexpr (std::is_same_v<std::remove_const_t<T>, double>)
+      throw_argument_error(function, "q", std::string("dtype float64"),
+                           "float32, float16 or bfloat16 (meap::cuda has no float64 attention; use meap::cpu for "
+                           "double)");
+    check_argument(s.capacity <= INT_MAX / std::max<index_t>(1, s.kv_heads * s.head_dim), function, "k_cache",
+                   "S = " + std::to_string(s.capacity) + " positions",
+                   "a cache whose row offsets fit in int on meap::cuda");
+    check_argument(s.batch * s.queries * s.q_heads <= cuda_attention::max_grid_x, function, "q",
+                   "B * Tq * Hq = " + std::to_string(s.batch * s.queries * s.q_heads),
+                   "at most " + std::to_string(cuda_attention::max_grid_x) + " query rows on meap::cuda (one CTA each)");
+  }
+
+  template <class T>
+  static void forward_cached(const cuda& device, std::string_view function, const cpu_impl::cached_attention_shape& s,
+                             const tensor_view<const T, cuda>& q, const tensor_view<const T, cuda>& k_cache,
+                             const tensor_view<const T, cuda>& v_cache, std::span<const index_t> start,
+                             const tensor_view<T, cuda>& out, std::optional<double> scale) {
+    if constexpr (!std::is_same_v<T, double>) {
+      cuda_attention::check_compute_capability(function);
+      cuda_attention::forward_cached<T>(device, s, q.data(), k_cache.data(), v_cache.data(), start, out.data(), scale);
     }
   }
 

@@ -1,0 +1,2 @@
+#define BOOST_TEST_MODULE meap eval
+#include <boost/test/included/unit_test.hpp>
