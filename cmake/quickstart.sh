@@ -2,14 +2,16 @@
 # The README's quick start: installs what meap needs (Debian packages), builds, and then
 #   bash cmake/quickstart.sh demo   runs the main job (the demo)
 #   bash cmake/quickstart.sh test   runs every test (GPU tests report "skipped" without a GPU)
+#   bash cmake/quickstart.sh study  runs the demo's NTP-vs-MEAP study over 8 seeds (docs/fidelity.md;
+#                                   about 15 minutes on 2 idle cores)
 # Build directory: build/ (override with MEAP_BUILD_DIR); extra CMake arguments in
 # MEAP_CMAKE_ARGS (CI adds -Werror and CUDA=ON this way). Safe to run again; it rebuilds only
 # what changed.
 set -euo pipefail
 
 what=${1:-}
-if [[ "$what" != "demo" && "$what" != "test" ]]; then
-  echo "usage: bash cmake/quickstart.sh demo|test" >&2
+if [[ "$what" != "demo" && "$what" != "test" && "$what" != "study" ]]; then
+  echo "usage: bash cmake/quickstart.sh demo|test|study" >&2
   exit 2
 fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,7 +20,7 @@ build=${MEAP_BUILD_DIR:-$root/build}
 # Debian packages: compiler and build tools, Eigen (CPU linear algebra), OpenBLAS in its OpenMP
 # build (the large CPU GEMMs; it shares meap's OpenMP threads instead of running a pool of its
 # own), Boost.Test (tests), nlohmann-json (JSON), CLI11 (the programs' command lines), zlib
-# (checksums of checkpoint files), gnuplot (the demo's plot).
+# (checksums of checkpoint files), gnuplot (the plots of meap_demo and meap_eval).
 packages=(g++ cmake ninja-build libeigen3-dev libopenblas-openmp-dev libboost-test-dev nlohmann-json3-dev libcli11-dev
           zlib1g-dev gnuplot-nox)
 missing=()
@@ -42,6 +44,12 @@ case "$what" in
     mkdir -p "$build/demo"
     "$build/examples/meap_demo" --out "$build/demo"
     echo "quickstart: table, CSV and plot in $build/demo"
+    ;;
+  study)
+    cmake --build "$build" --target meap_demo -j "$jobs"
+    mkdir -p "$build/study"
+    "$build/examples/meap_demo" --seeds 8 --out "$build/study"
+    echo "quickstart: per-seed tables, the summary, CSVs and plot in $build/study"
     ;;
   test)
     cmake --build "$build" -j "$jobs"

@@ -526,7 +526,7 @@ void write_plot(const std::filesystem::path& directory, const std::vector<seed_r
      << seeds << ")'\n"
      << "set yrange [0:105]\nset ylabel 'accuracy (%)'\nset grid\nset key bottom left\n"
      << "set xlabel 'context length T (averaged over depths; trained on T <= " << train_lengths.back() << ")'\n"
-     << "set logscale x 2\nset xtics (" << lengths[0] << ", " << lengths[1] << ", " << lengths[2] << ", " << lengths[3]
+     << "set logscale x 2\nset xrange [" << lengths[0] * 3 / 4 << ":" << lengths[3] * 4 / 3 << "]\nset xtics (" << lengths[0] << ", " << lengths[1] << ", " << lengths[2] << ", " << lengths[3]
      << ")\n"
      << "plot $by_length using 1:2:3 " << style << " lw 2 pt 7 title 'NTP', $by_length using 1:4:5 " << style
      << " lw 2 pt 5 title 'MEAP'\n"
