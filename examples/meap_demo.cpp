@@ -609,7 +609,7 @@ int run(int argc, char** argv) {
   } else {
     std::printf("One seed shows what this seed's two models did, not whether MEAP helps: floating-point differences "
                 "between machines change the trajectories, and seed-to-seed spread is larger than most gaps in the "
-                "table. For the comparison run the study: meap_demo --seeds 5 (docs/fidelity.md).\n");
+                "table. For the comparison run the study: meap_demo --seeds 8 (docs/fidelity.md).\n");
   }
   std::printf("wrote %s, meap_demo_summary.csv and meap_demo_attention.csv\n", (s.out / "meap_demo.csv").string().c_str());
   write_plot(s.out, results, s.eval_rows);

@@ -181,8 +181,9 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(forward_cached)
 
-// Prefill of 9 tokens, then one token at a time: the hidden states equal forward() on the whole
-// sequence, position by position.
+// Prefill of 5 tokens (the causal kernel: nothing cached yet), a chunk of 4 more over the cache
+// (the cached kernel, Tq = 4), then one token at a time: the hidden states equal forward() on the
+// whole sequence, position by position.
 BOOST_AUTO_TEST_CASE(prefill_then_decode_equals_forward) {
   const auto model = tiny_model<meap::fp64>();
   const auto ids = random_ids(16, 11);
@@ -190,9 +191,12 @@ BOOST_AUTO_TEST_CASE(prefill_then_decode_equals_forward) {
   std::copy(ids.begin(), ids.end(), all.data());
   const auto reference = model.forward(cpu{}, all.view().as_const());
   auto cache = model.make_cache(cpu{}, 1, 16);
-  const auto prefill = model.forward_cached(cpu{}, all.view().slice(1, 0, 9).as_const(), cache);
+  const auto prefill = model.forward_cached(cpu{}, all.view().slice(1, 0, 5).as_const(), cache);
   const index_t d = model.config().d_model;
-  BOOST_TEST(max_abs_difference(prefill.data(), reference.hidden.data(), static_cast<std::size_t>(9 * d)) < 1e-12);
+  BOOST_TEST(max_abs_difference(prefill.data(), reference.hidden.data(), static_cast<std::size_t>(5 * d)) < 1e-12);
+  BOOST_TEST(cache.lengths()[0] == 5);
+  const auto chunk = model.forward_cached(cpu{}, all.view().slice(1, 5, 9).as_const(), cache);
+  BOOST_TEST(max_abs_difference(chunk.data(), reference.hidden.data() + 5 * d, static_cast<std::size_t>(4 * d)) < 1e-12);
   BOOST_TEST(cache.lengths()[0] == 9);
   for (index_t t = 9; t < 16; ++t) {
     const auto step = model.forward_cached(cpu{}, all.view().slice(1, t, t + 1).as_const(), cache);

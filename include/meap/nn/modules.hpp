@@ -26,6 +26,7 @@
 #include <meap/kernels/swiglu.hpp>
 #include <meap/nn/parameter_store.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -236,7 +237,15 @@ class causal_self_attention {
            tensor_view<T, Device>(value_cache.data() + at, block, value_cache.location()));
     }
     tensor<T, Device> out(device, dims{B, Tq, heads_, head_dim_});
-    attention_forward_cached<T>(device, q4, key_cache, value_cache, start, out.view());
+    const bool prefill = std::all_of(start.begin(), start.end(), [](index_t s) { return s == 0; });
+    if (prefill) {
+      // Nothing cached before these tokens: plain causal attention over them, which runs the
+      // training kernels (flash-style blocks; tensor cores on CUDA for 16-bit types).
+      tensor<A, Device> lse(device, dims{B, heads_, Tq});
+      attention_forward<T>(device, q4, k4, v.view().reshape({B, Tq, kv_heads_, head_dim_}), out.view(), lse.view());
+    } else {
+      attention_forward_cached<T>(device, q4, key_cache, value_cache, start, out.view());
+    }
     return o_proj.forward(device, out.view().reshape({B * Tq, heads_ * head_dim_}), unused);
   }
 
