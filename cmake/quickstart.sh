@@ -20,9 +20,11 @@ build=${MEAP_BUILD_DIR:-$root/build}
 # Debian packages: compiler and build tools, Eigen (CPU linear algebra), OpenBLAS in its OpenMP
 # build (the large CPU GEMMs; it shares meap's OpenMP threads instead of running a pool of its
 # own), Boost.Test (tests), nlohmann-json (JSON), CLI11 (the programs' command lines), zlib
-# (checksums of checkpoint files), gnuplot (the plots of meap_demo and meap_eval).
+# (checksums of checkpoint files), gnuplot (the plots of meap_demo and meap_eval), SentencePiece
+# (optional: the tokenizer of LLaMA-family models for text instruction data, meap::sentencepiece;
+# spm_train trains the small model its tests use).
 packages=(g++ cmake ninja-build libeigen3-dev libopenblas-openmp-dev libboost-test-dev nlohmann-json3-dev libcli11-dev
-          zlib1g-dev gnuplot-nox)
+          zlib1g-dev gnuplot-nox libsentencepiece-dev sentencepiece)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -9,6 +9,8 @@
 // the prompt is `length` tokens.
 #pragma once
 
+#include "run_support.hpp"
+
 #include <meap/eval/attention_analysis.hpp>
 #include <meap/eval/likelihood.hpp>
 #include <meap/eval/scoring.hpp>
@@ -60,12 +62,7 @@ struct arguments {
   meap::throw_argument_error("meap_eval", name, value, expected);
 }
 
-inline std::string format_duration(double seconds) {
-  const auto s = static_cast<long long>(seconds + 0.5);
-  char text[32];
-  std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
-  return text;
-}
+using meap_examples::format_duration;
 
 // CSV numbers: enough digits to compare runs; NaN (an undefined ratio) as "nan".
 inline std::string format_number(double x) {

@@ -3,8 +3,9 @@
 // meap_pretrain_cuda.cu instantiates the same loop for meap::cuda (bf16, fp16 or fp32).
 #pragma once
 
+#include "run_support.hpp"
+
 #include <meap/io/json_fields.hpp>
-#include <meap/io/step_log.hpp>
 #include <meap/io/token_dataset.hpp>
 #include <meap/masking/span.hpp>
 #include <meap/train/checkpoint_series.hpp>
@@ -111,13 +112,6 @@ inline void synthetic_batch(std::uint64_t seed, std::uint64_t step, const meap::
   }
 }
 
-inline std::string format_duration(double seconds) {
-  const auto s = static_cast<long long>(seconds + 0.5);
-  char text[32];
-  std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
-  return text;
-}
-
 // The vocabulary the data needs: the largest id in a token file plus one, read once. Ids must
 // leave room for [MASK] within int32 (the model's ids are int32).
 inline std::int64_t data_vocabulary(const arguments& a, std::optional<meap::token_dataset>& dataset) {
@@ -132,38 +126,7 @@ inline std::int64_t data_vocabulary(const arguments& a, std::optional<meap::toke
   return static_cast<std::int64_t>(largest.id) + 1;
 }
 
-// Refuses a run whose estimated memory exceeds what `available` (bytes; nullopt: unknown) offers,
-// before anything is allocated, with the figures.
-template <class P>
-void check_memory(const arguments& a, const meap::nn::llama_config& config, std::optional<double> available,
-                  const char* where) {
-  const auto need = meap::train::estimate_training_memory<P>(config, a.batch / a.micro_batches, a.length);
-  if (!available || need.total() <= *available) return;
-  bad_argument("--batch/--seq-len/--config", "a run needing at least " + meap::train::format_bytes(need.total()) +
-                                                 " (parameters and gradients " + meap::train::format_bytes(need.parameters) +
-                                                 ", AdamW " + meap::train::format_bytes(need.optimizer) +
-                                                 ", activations of a micro-batch " +
-                                                 meap::train::format_bytes(need.activations) + ")",
-               std::string("a run that fits in the ") + meap::train::format_bytes(*available) + " available " + where +
-                   " (fewer rows per micro-batch with --micro-batches, a shorter --seq-len or a smaller model)");
-}
-
-// Where the run must fit: the bytes free on its device (nullopt: unknown) and the device's name.
-struct memory_budget {
-  std::optional<double> available;
-  const char* where = "on this machine";
-};
-
-// The columns of <out>/loss.csv (the same on every machine and after any resume) and of
-// <out>/throughput.csv (timings, which vary from run to run).
-inline constexpr const char* loss_header = "step,loss,lr,grad_norm,loss_tokens,masked,skipped";
-inline constexpr const char* throughput_header = "step,seconds,tokens_per_second";
-
-inline std::string format_number(double x) {
-  char text[40];
-  std::snprintf(text, sizeof text, "%.9g", x);
-  return text;
-}
+using meap_examples::memory_budget;
 
 // Trains with precision P on `device`; `peak_flops` > 0 adds MFU to the progress line.
 template <class P, class Device, class Policy>
@@ -172,20 +135,10 @@ int run(const arguments& a, std::optional<Policy> policy, const Device& device, 
   std::optional<meap::token_dataset> dataset;
   const std::int64_t data_vocab = data_vocabulary(a, dataset);
   const auto config = read_config(a, data_vocab);
-  check_memory<P>(a, config, budget.available, budget.where);
+  meap_examples::check_training_memory<P>("meap_pretrain", config, a.batch / a.micro_batches, a.length, budget,
+                                         "--batch/--seq-len/--config");
   const std::int32_t mask_id = static_cast<std::int32_t>(config.vocab - 1);
-
-  // The output directory before any work: a run that cannot write its checkpoints or its loss
-  // curve stops here, not after training. Opening the series takes its lock and removes what a
-  // killed run left behind.
-  const std::filesystem::path out(a.out);
-  std::error_code ec;
-  std::filesystem::create_directories(out, ec);
-  if (ec || !std::filesystem::is_directory(out))
-    bad_argument("--out", a.out, "a directory that exists or can be created" + (ec ? " (" + ec.message() + ")" : std::string()));
-  meap::train::checkpoint_series checkpoints(out / "checkpoints", static_cast<std::size_t>(a.keep_checkpoints));
-  if (checkpoints.orphans_removed() > 0)
-    std::fprintf(stderr, "removed %zu unfinished checkpoint file(s) of an interrupted run\n", checkpoints.orphans_removed());
+  meap_examples::training_output output("meap_pretrain", a.out, a.keep_checkpoints);
 
   meap::nn::llama_model<P, Device> model(config, device);
   model.initialize(a.seed);
@@ -197,37 +150,7 @@ int run(const arguments& a, std::optional<Policy> policy, const Device& device, 
   options.micro_batches = a.micro_batches;
   options.run_metadata = {{"data", a.data}, {"batch", std::to_string(a.batch)}, {"seq_len", std::to_string(a.length)}};
   meap::train::pretrainer<P, Device, Policy> trainer(model, policy, options);
-
-  std::optional<meap::step_log> loss_log, throughput_log;
-  if (a.resume) {
-    const auto newest = checkpoints.newest();
-    if (!newest)
-      bad_argument("--resume", (out / "checkpoints").string(), "a directory holding a checkpoint (step-*) to resume from");
-    std::vector<std::string> changes;
-    try {
-      changes = trainer.resume(newest->path, a.allow_changes ? meap::train::resume_changes::allow
-                                                             : meap::train::resume_changes::refuse);
-    } catch (const meap::error& e) {
-      if (a.allow_changes || std::string_view(e.what()).find("this run's settings") == std::string_view::npos) throw;
-      throw meap::error(e.function(), e.argument(),
-                        std::string(e.what()) + "; --allow-changes continues with this run's settings");
-    }
-    for (const auto& change : changes) std::fprintf(stderr, "warning: --allow-changes: %s\n", change.c_str());
-    loss_log.emplace(meap::step_log::resume(out / "loss.csv", loss_header, trainer.next_step()));
-    throughput_log.emplace(meap::step_log::resume(out / "throughput.csv", throughput_header, trainer.next_step()));
-    std::fprintf(stderr, "resumed from %s at step %llu\n", newest->path.c_str(),
-                 static_cast<unsigned long long>(trainer.next_step()));
-    if (loss_log->missing_rows() > 0)
-      std::fprintf(stderr, "warning: %s lacks %llu of the rows before step %llu (edited or deleted by hand?)\n",
-                   loss_log->path().c_str(), static_cast<unsigned long long>(loss_log->missing_rows()),
-                   static_cast<unsigned long long>(trainer.next_step()));
-  } else {
-    if (const auto newest = checkpoints.newest())
-      bad_argument("--out", a.out, "a directory without checkpoints (it holds " + newest->path.string() +
-                                       "): continue that run with --resume, or choose another --out");
-    loss_log.emplace(meap::step_log::create(out / "loss.csv", loss_header));
-    throughput_log.emplace(meap::step_log::create(out / "throughput.csv", throughput_header));
-  }
+  output.start(trainer, a.resume, a.allow_changes);
   std::fprintf(stderr,
                "model: %lld parameters (vocab %lld, d %lld, %lld layers); %s on %s; policy %s; %lld steps of %lld x %lld"
                " in %lld micro-batch(es)\n",
@@ -237,13 +160,6 @@ int run(const arguments& a, std::optional<Policy> policy, const Device& device, 
                static_cast<long long>(a.steps), static_cast<long long>(a.batch), static_cast<long long>(a.length),
                static_cast<long long>(a.micro_batches));
   const double flops_per_token = config.training_flops_per_token(a.length);
-
-  // A checkpoint: every row of the steps it covers on disk first, then the checkpoint as one unit.
-  const auto save = [&] {
-    loss_log->sync();
-    throughput_log->sync();
-    return trainer.save(checkpoints);
-  };
 
   auto tokens = meap::zeros<std::int32_t>(meap::cpu{}, {a.batch, a.length + 1});
   const auto start = std::chrono::steady_clock::now();
@@ -257,10 +173,7 @@ int run(const arguments& a, std::optional<Policy> policy, const Device& device, 
     const auto r = trainer.step(tokens.view());
     skipped += r.skipped;
     if (r.skipped) std::fprintf(stderr, "\nstep %llu skipped: %s\n", static_cast<unsigned long long>(step), r.skip_reason.c_str());
-    loss_log->append(step, format_number(r.loss) + ',' + format_number(r.lr) + ',' + format_number(r.grad_norm) + ',' +
-                               std::to_string(r.loss_tokens) + ',' + std::to_string(r.masked) + ',' +
-                               std::to_string(r.skipped ? 1 : 0));
-    throughput_log->append(step, format_number(r.seconds) + ',' + format_number(r.tokens_per_second));
+    output.log(r);
     smoothed = step == first ? r.loss : 0.9 * smoothed + 0.1 * r.loss;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double done = static_cast<double>(step + 1 - first);
@@ -270,12 +183,12 @@ int run(const arguments& a, std::optional<Policy> policy, const Device& device, 
       std::snprintf(mfu, sizeof mfu, "  MFU %4.1f%%", 100.0 * r.tokens_per_second * flops_per_token / peak_flops);
     std::fprintf(stderr, "\rstep %6llu/%lld  loss %.4f (avg %.4f)  lr %.2e  |g| %.3f  %8.0f tok/s%s  ETA %s ",
                  static_cast<unsigned long long>(step + 1), static_cast<long long>(a.steps), r.loss, smoothed, r.lr,
-                 r.grad_norm, r.tokens_per_second, mfu, format_duration(eta).c_str());
-    if (a.checkpoint_every > 0 && (step + 1) % static_cast<std::uint64_t>(a.checkpoint_every) == 0) (void)save();
+                 r.grad_norm, r.tokens_per_second, mfu, meap_examples::format_duration(eta).c_str());
+    if (a.checkpoint_every > 0 && (step + 1) % static_cast<std::uint64_t>(a.checkpoint_every) == 0) (void)output.checkpoint(trainer);
   }
-  const auto final_checkpoint = save();
+  const auto final_checkpoint = output.checkpoint(trainer);
   std::fprintf(stderr, "\ndone: final loss (avg) %.4f, %d skipped steps; loss curve %s, checkpoint %s\n", smoothed, skipped,
-               loss_log->path().c_str(), final_checkpoint.path.c_str());
+               output.loss_log().path().c_str(), final_checkpoint.path.c_str());
   return 0;
 }
 

@@ -44,10 +44,12 @@
 #include <meap/optim/status.hpp>
 
 // io: safetensors, token datasets, atomic files; train: the pretraining step and checkpoints
+#include <meap/data/instruction.hpp>
 #include <meap/io/atomic_file.hpp>
 #include <meap/io/safetensors.hpp>
 #include <meap/io/token_dataset.hpp>
 #include <meap/train/checkpoint.hpp>
+#include <meap/train/finetune.hpp>
 #include <meap/train/pretrain.hpp>
 
 #include <meap/eval/eval.hpp>

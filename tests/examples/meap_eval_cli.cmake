@@ -143,7 +143,7 @@ run(${PRETRAIN} TRUE --data "${WORK}/tiny.u16" --steps 1 --batch 2 --seq-len 16 
 expect_failure("unknown suite" "argument '--suite' = bogus: expected a comma-separated list of needle, .*, retrieval, attention, perplexity, all"
                --model "${model}" --suite needle,bogus)
 expect_failure("directory without config.json" "'.*no_config/config.json': cannot open the config.json" --model "${WORK}/no_config")
-expect_failure("directory without weights" "'.*no_weights/model.safetensors': cannot open" --model "${WORK}/no_weights")
+expect_failure("directory without weights" "no_weights: expected a model directory holding model.safetensors or model.safetensors.index.json" --model "${WORK}/no_weights")
 expect_failure("not a directory" "argument '--model' = .*: expected a checkpoint directory" --model "${WORK}/nowhere")
 expect_failure("length above max_seq" "argument '--lengths' = 256: expected lengths of at most the model's max_seq = 128"
                --model "${model}" --lengths 64,256)

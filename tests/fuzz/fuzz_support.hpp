@@ -1,4 +1,4 @@
-// tests/fuzz/fuzz_support.hpp: what the three fuzz targets share.
+// tests/fuzz/fuzz_support.hpp: what the four fuzz targets share.
 //
 // The library promises that bad input only ever throws meap::error. A target therefore swallows
 // meap::error and nothing else: any other exception escapes LLVMFuzzerTestOneInput (libFuzzer

@@ -22,7 +22,7 @@ using meap_fuzz::expect_meap_error;
 bool same_shape(const meap::nn::llama_config& a, const meap::nn::llama_config& b) {
   return a.vocab == b.vocab && a.d_model == b.d_model && a.layers == b.layers && a.heads == b.heads &&
          a.kv_heads == b.kv_heads && a.ffn == b.ffn && a.max_seq == b.max_seq && a.rope_theta == b.rope_theta &&
-         a.norm_eps == b.norm_eps && a.tied_head == b.tied_head;
+         a.norm_eps == b.norm_eps && a.tied_head == b.tied_head && a.rope_scaling == b.rope_scaling;
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# tests/fuzz/run.sh [seconds-per-target]: short libFuzzer runs of meap's three parsers.
+# tests/fuzz/run.sh [seconds-per-target]: short libFuzzer runs of meap's four parsers.
 #
 # Configures a clang build with -DMEAP_BUILD_FUZZERS=ON in $MEAP_FUZZ_BUILD_DIR (default: a new
-# directory under /tmp, kept), builds fuzz_safetensors, fuzz_token_dataset and fuzz_hf_config
+# directory under /tmp, kept), builds fuzz_safetensors, fuzz_token_dataset, fuzz_hf_config and
+# fuzz_instruction
 # (libFuzzer + ASan + UBSan), and runs each for the given seconds (default 5) over a copy of
 # tests/fuzz/corpus/<target> and tests/fuzz/regressions/<target> (with tests/fuzz/<target>.dict as
 # libFuzzer's dictionary where there is one): the repository is never written.
@@ -12,7 +13,7 @@
 #
 # Environment: MEAP_FUZZ_BUILD_DIR (build and work directory), MEAP_FUZZ_CXX (default clang++),
 # MEAP_FUZZ_JOBS (build jobs, default nproc), MEAP_FUZZ_ARGS (extra libFuzzer flags),
-# MEAP_FUZZ_TARGETS (default "safetensors token_dataset hf_config").
+# MEAP_FUZZ_TARGETS (default "safetensors token_dataset hf_config instruction").
 set -euo pipefail
 seconds=${1:-5}
 [[ $seconds =~ ^[0-9]+$ && $seconds -ge 1 ]] || { echo "usage: $0 [seconds-per-target >= 1]" >&2; exit 2; }
@@ -22,7 +23,7 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 build="$dir/build"
 jobs=${MEAP_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
-read -r -a targets <<<"${MEAP_FUZZ_TARGETS:-safetensors token_dataset hf_config}"
+read -r -a targets <<<"${MEAP_FUZZ_TARGETS:-safetensors token_dataset hf_config instruction}"
 read -r -a extra <<<"${MEAP_FUZZ_ARGS:-}"
 started=$SECONDS
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}

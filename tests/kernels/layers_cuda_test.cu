@@ -161,7 +161,7 @@ void check_rmsnorm(const meap::cuda& device, std::mt19937& rng, index_t N, index
 
 template <class T>
 void check_rope(const meap::cuda& device, std::mt19937& rng, index_t B, index_t Tn, index_t H, index_t D, double theta,
-                bool with_positions) {
+                bool with_positions, const meap::rope_scaling& scaling = {}) {
   const auto x = random_values<T>(rng, B * Tn * H * D);
   std::vector<std::int32_t> positions;
   std::uniform_int_distribution<std::int32_t> position(0, 100000);
@@ -169,13 +169,13 @@ void check_rope(const meap::cuda& device, std::mt19937& rng, index_t B, index_t 
   const dims shape{B, Tn, H, D};
   auto hx = host_tensor(x, shape);
   meap::tensor<float, meap::cpu> hy(host, shape), hback(host, shape);
-  meap::rope_options host_options{.theta = theta};
+  meap::rope_options host_options{.theta = theta, .scaling = scaling};
   if (with_positions) host_options.positions = meap::make_view(std::span<const std::int32_t>(positions), {B, Tn});
   meap::rope_forward<float>(host, hx.view(), hy.view(), host_options);
   meap::rope_backward<float>(host, hx.view(), hback.view(), host_options);
 
   const auto gpos = upload_ids(device, positions);
-  meap::rope_options<meap::cuda> options{.theta = theta};
+  meap::rope_options<meap::cuda> options{.theta = theta, .scaling = scaling};
   if (with_positions) options.positions = gpos.view().reshape({B, Tn});
   const auto gx = upload<T>(device, x, shape);
   meap::tensor<T, meap::cuda> gy(device, shape), gback(device, shape);
@@ -499,6 +499,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(rope_matches_cpu, T, compute_types) {
     check_rope<T>(device, rng, 2, 17, 3, 64, 10000.0, positions);
     check_rope<T>(device, rng, 1, 5, 2, 2, 10000.0, positions);
     check_rope<T>(device, rng, 3, 33, 4, 128, 500000.0, positions);
+    // Llama 3.1's frequency scaling: the same frequencies on both devices (rope_frequency.hpp).
+    check_rope<T>(device, rng, 2, 9, 2, 128, 500000.0, positions, meap::rope_scaling{8.0, 1.0, 4.0, 8192.0});
   }
 }
 

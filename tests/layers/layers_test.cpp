@@ -12,6 +12,8 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "support/gradient_check.hpp"
@@ -140,6 +142,66 @@ BOOST_AUTO_TEST_CASE(rope_follows_hugging_face_rotate_half) {
   positions[3] = -1;
   BOOST_CHECK_EXCEPTION(meap::rope_forward<double>(host, x.view(), y.view(), options), meap::error,
                         [](const meap::error& e) { return names(e, "positions"); });
+}
+
+// Llama 3.1's scaling ("rope_type": "llama3"), against transformers' _compute_llama3_parameters
+// written out: wavelen = 2 pi / inv_freq; inv_freq / factor where wavelen > low_freq_wavelen; the
+// smoothed blend where neither above low_freq_wavelen nor below high_freq_wavelen.
+BOOST_AUTO_TEST_CASE(rope_llama3_scaling_follows_transformers) {
+  std::mt19937 engine(5);
+  const int B = 1, T = 3, H = 2, D = 128;
+  const double theta = 500000.0;
+  const meap::rope_scaling scaling{8.0, 1.0, 4.0, 8192.0};
+  auto x = random_tensor({B, T, H, D}, engine), probe = random_tensor({B, T, H, D}, engine);
+  std::vector<std::int32_t> positions = {5, 9000, 131000};
+  meap::rope_options options{.theta = theta,
+                             .positions = meap::make_view(std::span<const std::int32_t>(positions), {B, T}),
+                             .scaling = scaling};
+  std::vector<double> inv_freq(D / 2);
+  int scaled = 0, kept = 0, blended = 0;
+  for (int j = 0; j < D / 2; ++j) {
+    const double base = 1.0 / std::pow(theta, 2.0 * j / D);
+    const double wavelen = 2 * 3.14159265358979323846 / base, low_freq_wavelen = 8192.0 / 1.0, high_freq_wavelen = 8192.0 / 4.0;
+    double f = wavelen > low_freq_wavelen ? base / 8.0 : base;
+    if (!(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen)) {
+      const double smooth = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+      f = (1 - smooth) * f / 8.0 + smooth * f;
+      ++blended;
+    } else {
+      (wavelen > low_freq_wavelen ? scaled : kept) += 1;
+    }
+    inv_freq[static_cast<std::size_t>(j)] = f;
+  }
+  BOOST_TEST_REQUIRE(scaled > 0);  // the three bands all occur at D = 128, theta = 500000
+  BOOST_TEST_REQUIRE(kept > 0);
+  BOOST_TEST_REQUIRE(blended > 0);
+  tensor_d y(host, {B, T, H, D});
+  meap::rope_forward<double>(host, x.view(), y.view(), options);
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < D; ++i) {
+        const int j = i % (D / 2);
+        const double angle = positions[static_cast<std::size_t>(t)] * inv_freq[static_cast<std::size_t>(j)];
+        const double rotated = i < D / 2 ? -x.view()(0, t, h, i + D / 2) : x.view()(0, t, h, i - D / 2);
+        const double expected = x.view()(0, t, h, i) * std::cos(angle) + rotated * std::sin(angle);
+        BOOST_TEST_REQUIRE(std::fabs(y.view()(0, t, h, i) - expected) < 1e-9);
+      }
+  auto dx = meap::zeros<double>(host, {B, T, H, D});
+  meap::rope_backward<double>(host, probe.view(), dx.view(), options);
+  check_gradient(x, dx, [&] {
+    meap::rope_forward<double>(host, x.view(), y.view(), options);
+    return weighted_sum(y, probe);
+  }, "dx");
+  // Invalid scalings are refused, naming the field.
+  for (const auto& [bad, field] : std::vector<std::pair<meap::rope_scaling, std::string>>{
+           {{0.5, 1.0, 4.0, 8192.0}, "scaling.factor"},
+           {{8.0, 4.0, 4.0, 8192.0}, "scaling.high_freq_factor"},
+           {{8.0, 0.0, 4.0, 8192.0}, "scaling.low_freq_factor"},
+           {{8.0, 1.0, 4.0, 0.0}, "scaling.original_max_position"}}) {
+    options.scaling = bad;
+    BOOST_CHECK_EXCEPTION(meap::rope_forward<double>(host, x.view(), y.view(), options), meap::error,
+                          [&](const meap::error& e) { return names(e, field.c_str()); });
+  }
 }
 
 BOOST_AUTO_TEST_CASE(swiglu_matches_loops_and_gradients) {

@@ -1,5 +1,6 @@
 // meap/kernels/rope.hpp: rotary position embedding, Hugging Face LLaMA convention (rotate_half:
-// dimension i pairs with i + D/2, frequency theta^(-2i/D)), on every device.
+// dimension i pairs with i + D/2, frequency theta^(-2i/D), optionally with Llama 3.1's scaling),
+// on every device.
 //
 //   x, y: (B, T, H, D), D even; positions: (B, T) int32 on the same device, optional (default: t)
 //
@@ -17,6 +18,7 @@
 #include <meap/core/tensor_view.hpp>
 #include <meap/kernels/backend.hpp>
 #include <meap/kernels/cpu/rope.hpp>
+#include <meap/kernels/rope_frequency.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -32,6 +34,8 @@ struct rope_options {
   tensor_view<const std::int32_t, Device> positions{};
   // Where meap::cuda records a negative position instead of waiting for the stream.
   deferred_checks<Device> checks{};
+  // Llama 3.1's frequency scaling (kernels/rope_frequency.hpp); off by default.
+  rope_scaling scaling{};
 };
 
 namespace detail {
@@ -46,6 +50,7 @@ void check_rope(const Device& device, std::string_view function, const tensor_vi
   check_contiguous(function, "y", y);
   check_argument(std::isfinite(options.theta) && options.theta > 1.0, function, "theta", options.theta,
                  "a finite base above 1");
+  check_rope_scaling(function, "scaling", options.scaling);
   const bool positioned = options.positions.rank() != 0;
   if (positioned) {
     check_shape(function, "positions", options.positions, dims{x.size(0), x.size(1)});
@@ -61,7 +66,7 @@ template <class T, device Device>
 void rope_forward(const Device& device, std::type_identity_t<tensor_view<const T, Device>> x,
                   const tensor_view<T, Device>& y, const rope_options<Device>& options = {}) {
   detail::check_rope(device, "meap::rope_forward", x, y, options);
-  detail::rope_kernels<Device>::template apply<T>(device, x, y, options.positions, options.theta, false);
+  detail::rope_kernels<Device>::template apply<T>(device, x, y, options.positions, options.theta, options.scaling, false);
 }
 
 template <class T, device Device>
@@ -69,7 +74,7 @@ template <class T, device Device>
 void rope_backward(const Device& device, std::type_identity_t<tensor_view<const T, Device>> dy,
                    const tensor_view<T, Device>& dx, const rope_options<Device>& options = {}) {
   detail::check_rope(device, "meap::rope_backward", dy, dx, options);
-  detail::rope_kernels<Device>::template apply<T>(device, dy, dx, options.positions, options.theta, true);
+  detail::rope_kernels<Device>::template apply<T>(device, dy, dx, options.positions, options.theta, options.scaling, true);
 }
 
 }  // namespace meap

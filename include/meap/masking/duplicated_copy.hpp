@@ -57,6 +57,14 @@ struct duplicated_copy {
   std::int32_t min_answer_tokens = 50;  // answers with at most this many tokens get plain next-token prediction
   masking::layout layout = masking::layout::concatenated;
 
+  // "duplicated_copy(ratio=0.1,min_answer_tokens=50,layout=concatenated)": equal only for policies
+  // that build equal rows.
+  std::string describe() const {
+    return "duplicated_copy(" + detail::describe_field("ratio", ratio) +
+           ",min_answer_tokens=" + std::to_string(min_answer_tokens) +
+           (layout == masking::layout::concatenated ? ",layout=concatenated)" : ",layout=separate_rows)");
+  }
+
   void validate() const {
     check_ratio("meap::masking::duplicated_copy", ratio);
     check_argument(min_answer_tokens >= 0, "meap::masking::duplicated_copy", "min_answer_tokens", min_answer_tokens,
@@ -91,6 +99,33 @@ struct finetuning_example {
   index_t answer_tokens = 0;               // answer tokens kept after truncation
   index_t masked_tokens = 0;               // k (0 for a plain row)
 };
+
+// The shape of what apply() builds from a pair of p prompt and a answer tokens, without building
+// it (batch planning: a fine-tuner packs rows by these lengths). Arguments as apply() checks them.
+struct finetuning_shape {
+  bool duplicated = false;
+  index_t answer_tokens = 0;  // kept after truncation
+  index_t rows = 1;           // 2 for a duplicated pair in layout::separate_rows
+  index_t length = 0;         // of each row
+};
+
+inline finetuning_shape plan_rows(const duplicated_copy& policy, index_t p, index_t a, index_t max_length) {
+  const bool concatenated = policy.layout == masking::layout::concatenated;
+  finetuning_shape shape;
+  shape.answer_tokens = a;
+  if (a > policy.min_answer_tokens) {
+    const index_t room = max_length == 0 ? a : (concatenated ? max_length / 2 : max_length) - p;
+    if (std::min(a, room) > policy.min_answer_tokens) {
+      shape.duplicated = true;
+      shape.answer_tokens = std::min(a, room);
+    }
+  }
+  if (!shape.duplicated && max_length != 0) shape.answer_tokens = std::min(a, max_length - p);
+  const index_t pair = p + shape.answer_tokens;
+  shape.rows = shape.duplicated && !concatenated ? 2 : 1;
+  shape.length = shape.duplicated && concatenated ? 2 * pair : pair;
+  return shape;
+}
 
 namespace detail {
 inline constexpr const char* finetuning_function = "meap::masking::apply (duplicated_copy)";
@@ -133,16 +168,9 @@ inline finetuning_example apply(const cpu& device, const duplicated_copy& policy
 
   // How much of the answer is kept, and whether the pair is duplicated (see the header comment).
   const bool concatenated = policy.layout == masking::layout::concatenated;
-  index_t kept = a;
-  bool duplicated = false;
-  if (a > policy.min_answer_tokens) {
-    const index_t room = options.max_length == 0 ? a : (concatenated ? options.max_length / 2 : options.max_length) - p;
-    if (std::min(a, room) > policy.min_answer_tokens) {
-      duplicated = true;
-      kept = std::min(a, room);
-    }
-  }
-  if (!duplicated && options.max_length != 0) kept = std::min(a, options.max_length - p);
+  const auto shape = plan_rows(policy, p, a, options.max_length);
+  const index_t kept = shape.answer_tokens;
+  const bool duplicated = shape.duplicated;
 
   finetuning_example result;
   result.duplicated = duplicated;
@@ -173,8 +201,8 @@ inline finetuning_example apply(const cpu& device, const duplicated_copy& policy
   }
 
   const index_t pair = p + kept;  // [P, A]
-  const index_t rows = duplicated && !concatenated ? 2 : 1;
-  const index_t length = duplicated && concatenated ? 2 * pair : pair;
+  const index_t rows = shape.rows;
+  const index_t length = shape.length;
   result.input_ids = tensor<std::int32_t, cpu>(device, {rows, length});
   result.labels = full<std::int32_t>(device, {rows, length}, ignore_index);
   result.position_ids = tensor<std::int32_t, cpu>(device, {rows, length});

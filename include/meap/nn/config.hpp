@@ -4,6 +4,7 @@
 #include <meap/core/dims.hpp>
 #include <meap/core/error.hpp>
 #include <meap/kernels/attention.hpp>
+#include <meap/kernels/rope_frequency.hpp>
 
 #include <cmath>
 #include <string>
@@ -19,6 +20,7 @@ struct llama_config {
   index_t ffn = 688;      // SwiGLU hidden size
   index_t max_seq = 256;  // longest sequence forward accepts
   double rope_theta = 10000.0;
+  meap::rope_scaling rope_scaling{};  // Llama 3.1's frequency scaling (off: factor 0)
   double norm_eps = 1e-5;
   bool tied_head = false;  // LM head shares the embedding matrix
 
@@ -51,6 +53,7 @@ struct llama_config {
     check_argument(max_seq >= 1, function, "max_seq", max_seq, "a positive maximum sequence length");
     check_argument(std::isfinite(rope_theta) && rope_theta > 1.0, function, "rope_theta", rope_theta,
                    "a finite RoPE base above 1");
+    check_rope_scaling(function, "rope_scaling", rope_scaling);
     check_argument(std::isfinite(norm_eps) && norm_eps > 0.0, function, "norm_eps", norm_eps,
                    "a finite positive RMSNorm epsilon");
   }

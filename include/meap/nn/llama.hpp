@@ -42,7 +42,8 @@ class llama_block {
 
   llama_block(parameter_store<P, Device>& store, const std::string& name, const llama_config& config)
       : input_layernorm(store, name + ".input_layernorm", config.d_model, config.norm_eps),
-        self_attn(store, name + ".self_attn", config.d_model, config.heads, config.kv_heads, config.rope_theta),
+        self_attn(store, name + ".self_attn", config.d_model, config.heads, config.kv_heads, config.rope_theta,
+                  config.rope_scaling),
         post_attention_layernorm(store, name + ".post_attention_layernorm", config.d_model, config.norm_eps),
         mlp(store, name + ".mlp", config.d_model, config.ffn) {}
 

@@ -177,7 +177,7 @@ class causal_self_attention {
   };
 
   causal_self_attention(parameter_store<P, Device>& store, const std::string& name, index_t width, index_t heads,
-                        index_t kv_heads, double rope_theta)
+                        index_t kv_heads, double rope_theta, const rope_scaling& scaling = {})
       : q_proj(store, name + ".q_proj", width, heads * (width / heads)),
         k_proj(store, name + ".k_proj", width, kv_heads * (width / heads)),
         v_proj(store, name + ".v_proj", width, kv_heads * (width / heads)),
@@ -185,7 +185,8 @@ class causal_self_attention {
         heads_(heads),
         kv_heads_(kv_heads),
         head_dim_(width / heads),
-        rope_theta_(rope_theta) {}
+        rope_theta_(rope_theta),
+        rope_scaling_(scaling) {}
 
   tensor<T, Device> forward(const Device& device, const tensor_view<const T, Device>& x,
                             const sequence_info<Device>& sequence, context& ctx) const {
@@ -194,7 +195,7 @@ class causal_self_attention {
                    "shape " + to_string(x.shape()),
                    "(B * T, d) rows for B = " + std::to_string(B) + ", T = " + std::to_string(L));
     ctx.sequence = sequence;
-    const rope_options<Device> rope{rope_theta_, sequence.positions, sequence.checks};
+    const rope_options<Device> rope{rope_theta_, sequence.positions, sequence.checks, rope_scaling_};
     ctx.q = q_proj.forward(device, x, ctx.q_ctx);
     ctx.k = k_proj.forward(device, x, ctx.k_ctx);
     ctx.v = v_proj.forward(device, x, ctx.v_ctx);
@@ -224,7 +225,7 @@ class causal_self_attention {
     auto v = v_proj.forward(device, x, unused);
     const auto q4 = q.view().reshape({B, Tq, heads_, head_dim_});
     const auto k4 = k.view().reshape({B, Tq, kv_heads_, head_dim_});
-    const rope_options<Device> rope{rope_theta_, positions, {}};
+    const rope_options<Device> rope{rope_theta_, positions, {}, rope_scaling_};
     rope_forward<T>(device, q4, q4, rope);
     rope_forward<T>(device, k4, k4, rope);
     const index_t S = key_cache.size(1), row = kv_heads_ * head_dim_;
@@ -261,7 +262,7 @@ class causal_self_attention {
                           d_out.view().reshape({B, L, heads_, head_dim_}), dq.view(), dk.view(), dv.view(),
                           attention_options<Device>{{}, ctx.sequence.segment_ids});
     // The positions were checked by the forward pass.
-    const rope_options<Device> rope{rope_theta_, ctx.sequence.positions, ctx.sequence.checks};
+    const rope_options<Device> rope{rope_theta_, ctx.sequence.positions, ctx.sequence.checks, rope_scaling_};
     rope_backward<T>(device, dq.view(), dq.view(), rope);
     rope_backward<T>(device, dk.view(), dk.view(), rope);
     tensor<T, Device> dx(device, ctx.q_ctx.x.shape());
@@ -279,6 +280,7 @@ class causal_self_attention {
  private:
   index_t heads_, kv_heads_, head_dim_;
   double rope_theta_;
+  rope_scaling rope_scaling_;
 };
 
 // SwiGLU MLP: down(silu(gate(x)) * up(x)). (N, d) -> (N, d).

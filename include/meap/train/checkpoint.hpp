@@ -4,7 +4,9 @@
 // A model checkpoint is a directory in Hugging Face layout:
 //   config.json         LlamaConfig fields (architectures, hidden_size, num_key_value_heads, ...)
 //   model.safetensors   the parameters under LlamaForCausalLM names, [out, in] layouts, in
-//                       float32, float64, bfloat16 or float16 (lm_head omitted when tied)
+//                       float32, float64, bfloat16 or float16 (lm_head omitted when tied); or,
+//                       for a large model, shards model-0000i-of-0000N.safetensors listed by
+//                       model.safetensors.index.json (save_model's max_shard_bytes)
 // so `LlamaForCausalLM.from_pretrained(dir)` loads it, and a model saved by transformers (as
 // safetensors) loads here. A training checkpoint adds
 //   trainer.safetensors the optimizer state (optimizer.<param>.exp_avg / exp_avg_sq / step) and
@@ -26,8 +28,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -43,6 +47,14 @@ namespace meap::train {
 inline nlohmann::json hugging_face_config(const nn::llama_config& c, dtype stored) {
   const char* torch_dtype = stored == dtype::bf16 ? "bfloat16" : stored == dtype::f16 ? "float16"
                             : stored == dtype::f64 ? "float64" : "float32";
+  const auto& s = c.rope_scaling;
+  const nlohmann::json rope_scaling =
+      s.enabled() ? nlohmann::json{{"rope_type", "llama3"},
+                                   {"factor", s.factor},
+                                   {"low_freq_factor", s.low_freq_factor},
+                                   {"high_freq_factor", s.high_freq_factor},
+                                   {"original_max_position_embeddings", s.original_max_position}}
+                  : nlohmann::json(nullptr);
   return {{"architectures", {"LlamaForCausalLM"}},
           {"model_type", "llama"},
           {"vocab_size", c.vocab},
@@ -54,6 +66,7 @@ inline nlohmann::json hugging_face_config(const nn::llama_config& c, dtype store
           {"intermediate_size", c.ffn},
           {"max_position_embeddings", c.max_seq},
           {"rope_theta", c.rope_theta},
+          {"rope_scaling", rope_scaling},
           {"rms_norm_eps", c.norm_eps},
           {"tie_word_embeddings", c.tied_head},
           {"hidden_act", "silu"},
@@ -82,6 +95,22 @@ inline nn::llama_config parse_hugging_face_config(std::string_view text, const s
   c.rope_theta = fields.number_or("rope_theta", 10000.0);
   c.norm_eps = fields.number_or("rms_norm_eps", 1e-6);
   c.tied_head = fields.boolean_or("tie_word_embeddings", false);
+  if (j.contains("rope_scaling") && !j.at("rope_scaling").is_null()) {
+    // Llama 3.1's "llama3" scaling; the other kinds transformers knows (linear, dynamic, yarn,
+    // longrope, ...) change RoPE in ways meap's kernels do not implement, so they are refused
+    // rather than silently ignored.
+    const json_fields scaling(j.at("rope_scaling"), function, source + " rope_scaling");
+    const std::string kind = scaling.string_or("rope_type", scaling.string_or("type", "(none given)"));
+    if (kind != "llama3")
+      throw_argument_error(function, "path", source + " with rope_scaling of type \"" + kind + "\"",
+                           "no rope_scaling, or rope_scaling of type \"llama3\" (the only kind meap implements)");
+    c.rope_scaling.factor = scaling.number("factor");
+    c.rope_scaling.low_freq_factor = scaling.number("low_freq_factor");
+    c.rope_scaling.high_freq_factor = scaling.number("high_freq_factor");
+    c.rope_scaling.original_max_position = scaling.number("original_max_position_embeddings");
+    if (c.rope_scaling.factor == 0.0)
+      throw_argument_error(function, "path", source + " with rope_scaling.factor 0", "a llama3 rope_scaling factor >= 1");
+  }
   c.validate();
   if (fields.contains("head_dim")) {
     const auto head_dim = fields.integer("head_dim", 1, count_limit);
@@ -159,14 +188,47 @@ inline double parse_number(std::string_view function, const std::filesystem::pat
   return value;
 }
 
+// The weight_map of a model.safetensors.index.json: parameter name -> shard file name. Shard
+// names must be plain file names (no directory part), so that an index cannot point outside its
+// directory.
+inline std::map<std::string, std::string> read_shard_index(std::string_view function, const std::filesystem::path& path) {
+  const auto j = parse_json(meap::detail::read_small_file(function, path, 64 << 20, "model.safetensors.index.json"),
+                            function, path.string());
+  if (!j.is_object() || !j.contains("weight_map") || !j.at("weight_map").is_object())
+    throw_argument_error(function, "path", path.string(), "an index whose \"weight_map\" is an object of name -> file");
+  std::map<std::string, std::string> map;
+  for (const auto& [name, file] : j.at("weight_map").items()) {
+    const std::string shard = file.is_string() ? file.get<std::string>() : std::string();
+    const std::filesystem::path shard_path(shard);
+    if (shard.empty() || shard_path.filename() != shard_path || shard == "." || shard == "..")
+      throw_argument_error(function, "path", path.string() + " (weight_map[\"" + name + "\"] = " + file.dump() + ")",
+                           "shard entries that are plain file names in the index's directory");
+    map.emplace(name, shard);
+  }
+  return map;
+}
+
+// The distinct shard file names an index lists.
+inline std::vector<std::string> shard_files(std::string_view function, const std::filesystem::path& index_path) {
+  std::vector<std::string> files;
+  for (const auto& [name, shard] : read_shard_index(function, index_path))
+    if (std::find(files.begin(), files.end(), shard) == files.end()) files.push_back(shard);
+  return files;
+}
+
 }  // namespace detail
 
-// Writes config.json and model.safetensors (the master weights) into `directory` (created if
-// missing). `step` is recorded in the metadata so a trainer file can be matched to it. A model on
-// CUDA is copied to the host first (waiting for its stream).
+// Writes config.json and the master weights into `directory` (created if missing), as transformers
+// does: one model.safetensors, or, when max_shard_bytes > 0 and the weights exceed it, shards
+// model-0000i-of-0000N.safetensors of at most max_shard_bytes each (a larger single tensor gets a
+// shard of its own) listed by model.safetensors.index.json. `step` is recorded in the metadata so
+// a trainer file can be matched to it. A model on CUDA is copied to the host first (waiting for
+// its stream). Every file is written atomically; the layout not written (a stale single file, or
+// a stale index) is removed, so that a directory never offers two versions of the weights.
 template <class P, class Device>
 void save_model(const std::filesystem::path& directory, const nn::llama_model<P, Device>& model,
-                dtype stored = dtype_of<typename P::master_t>, std::uint64_t step = 0) {
+                dtype stored = dtype_of<typename P::master_t>, std::uint64_t step = 0,
+                std::uint64_t max_shard_bytes = 0) {
   constexpr std::string_view function = "meap::train::save_model";
   check_argument(is_floating(stored), function, "stored", std::string(to_string(stored)),
                  "float32, float64, bfloat16 or float16");
@@ -175,44 +237,120 @@ void save_model(const std::filesystem::path& directory, const nn::llama_model<P,
   if (ec) throw_argument_error(function, "directory", directory.string(), "a directory that can be created (" + ec.message() + ")");
   const auto& store = model.store();
   const auto master = detail::host_copy(store.device(), store.master_flat());
-  safetensors_writer writer;
-  std::vector<tensor<std::uint8_t, cpu>> keep_alive;
-  detail::add_parameters(writer, store.entries(), master.data(), stored, keep_alive);
-  writer.add_metadata("format", "pt");  // transformers checks this key
-  writer.add_metadata("meap.step", detail::step_text(step));
-  writer.add_data_checksum();
   const std::string config = hugging_face_config(model.config(), stored).dump(2) + "\n";
   write_file_atomically(directory / "config.json",
                         std::span<const std::byte>(reinterpret_cast<const std::byte*>(config.data()), config.size()));
-  writer.save(directory / "model.safetensors");
+  // The shards: entries in store order, a new shard when the next entry would overflow this one.
+  const auto element = static_cast<std::uint64_t>(size_of(stored));
+  std::vector<std::vector<nn::parameter_entry>> shards(1);
+  std::uint64_t shard_bytes = 0, total_bytes = 0;
+  for (const auto& e : store.entries()) {
+    const std::uint64_t bytes = static_cast<std::uint64_t>(e.numel) * element;
+    if (max_shard_bytes > 0 && !shards.back().empty() && shard_bytes + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(e);
+    shard_bytes += bytes;
+    total_bytes += bytes;
+  }
+  const auto write = [&](const std::vector<nn::parameter_entry>& entries, const std::filesystem::path& path) {
+    safetensors_writer writer;
+    std::vector<tensor<std::uint8_t, cpu>> keep_alive;
+    detail::add_parameters(writer, entries, master.data(), stored, keep_alive);
+    writer.add_metadata("format", "pt");  // transformers checks this key
+    writer.add_metadata("meap.step", detail::step_text(step));
+    writer.add_data_checksum();
+    writer.save(path);
+  };
+  const auto index_path = directory / "model.safetensors.index.json";
+  if (shards.size() == 1) {
+    write(shards.front(), directory / "model.safetensors");
+    if (std::filesystem::exists(index_path, ec)) {
+      for (const auto& shard : detail::shard_files(function, index_path)) std::filesystem::remove(directory / shard, ec);
+      std::filesystem::remove(index_path, ec);
+    }
+    return;
+  }
+  nlohmann::json weight_map = nlohmann::json::object();
+  const auto count = shards.size();
+  for (std::size_t i = 0; i < count; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, count);
+    write(shards[i], directory / name);
+    for (const auto& e : shards[i]) weight_map[e.name] = name;
+  }
+  // The index last: until it exists the shards are not a model; a stale single file goes first,
+  // so that a reader never prefers it to the new shards.
+  std::filesystem::remove(directory / "model.safetensors", ec);
+  const nlohmann::json index = {{"metadata", {{"total_size", total_bytes}, {"meap.step", detail::step_text(step)}}},
+                                {"weight_map", weight_map}};
+  const std::string text = index.dump(2) + "\n";
+  write_file_atomically(index_path, std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), text.size()));
 }
 
 namespace detail {
+
+// Host master weights (flat, store layout) into `model`'s master weights, then its compute copy.
+template <class P, class Device>
+void upload_master(nn::llama_model<P, Device>& model, const tensor<typename P::master_t, cpu>& host) {
+  auto& store = model.store();
+  const Device& device = store.device();
+  copy(device, host.view().as_const(), store.master_flat());
+  store.refresh_compute(device);
+  synchronize(device);  // the caller's `host` may die after this
+}
 
 // load_model from an opened file.
 template <class P, class Device>
 std::uint64_t load_model_from(const safetensors_file& file, nn::llama_model<P, Device>& model) {
   using M = typename P::master_t;
-  auto& store = model.store();
-  auto host = zeros<M>(cpu{}, dims{store.flat_size()});
-  for (const auto& e : store.entries()) file.load_into(e.name, tensor_view<M, cpu>(host.data() + e.offset, e.shape));
-  const Device& device = store.device();
-  copy(device, host.view().as_const(), store.master_flat());
-  store.refresh_compute(device);
-  synchronize(device);  // `host` dies here
+  auto host = zeros<M>(cpu{}, dims{model.store().flat_size()});
+  for (const auto& e : model.store().entries())
+    file.load_into(e.name, tensor_view<M, cpu>(host.data() + e.offset, e.shape));
+  upload_master(model, host);
   const auto& metadata = file.metadata();
   return metadata.count("meap.step") ? parse_step("meap::train::load_model", file.path(), metadata) : 0;
 }
 
 }  // namespace detail
 
-// Reads model.safetensors from `directory` into `model`'s master weights (and refreshes its
-// compute copy): every parameter must be present with the model's shape (any floating dtype;
-// converted). Returns the step recorded in the file (0 if none). Loads on any device, whatever
-// device wrote the file.
+// Reads the weights in `directory` into `model`'s master weights (and refreshes its compute
+// copy): model.safetensors, or else the shards model.safetensors.index.json lists (as
+// transformers writes them). Every parameter must be present with the model's shape (any
+// floating dtype; converted). Returns the step recorded in the file (0 if none). Loads on any
+// device, whatever device wrote the file.
 template <class P, class Device>
 std::uint64_t load_model(const std::filesystem::path& directory, nn::llama_model<P, Device>& model) {
-  return detail::load_model_from(safetensors_file(directory / "model.safetensors"), model);
+  constexpr std::string_view function = "meap::train::load_model";
+  std::error_code ec;
+  const auto single = directory / "model.safetensors";
+  if (std::filesystem::exists(single, ec)) return detail::load_model_from(safetensors_file(single), model);
+  const auto index_path = directory / "model.safetensors.index.json";
+  if (!std::filesystem::exists(index_path, ec))
+    throw_argument_error(function, "directory", directory.string(),
+                         "a model directory holding model.safetensors or model.safetensors.index.json");
+  const auto index = detail::read_shard_index(function, index_path);
+  // Check that each parameter is listed, then read the shards one at a time (a shard's whole
+  // file is in memory while it is read).
+  std::map<std::string, std::vector<const nn::parameter_entry*>> by_shard;
+  for (const auto& e : model.store().entries()) {
+    const auto found = index.find(e.name);
+    if (found == index.end())
+      throw_argument_error(function, "directory", index_path.string() + " (no entry for '" + e.name + "')",
+                           "an index whose weight_map lists every parameter of the model");
+    by_shard[found->second].push_back(&e);
+  }
+  using M = typename P::master_t;
+  auto host = zeros<M>(cpu{}, dims{model.store().flat_size()});
+  std::uint64_t step = 0;
+  for (const auto& [shard, entries] : by_shard) {
+    const safetensors_file file(directory / shard);
+    for (const auto* e : entries) file.load_into(e->name, tensor_view<M, cpu>(host.data() + e->offset, e->shape));
+    if (file.metadata().count("meap.step")) step = detail::parse_step(function, file.path(), file.metadata());
+  }
+  detail::upload_master(model, host);
+  return step;
 }
 
 // The model in `directory`, shaped by its config.json, on `device`.
@@ -261,6 +399,11 @@ inline std::vector<std::string> compare_configs(std::string_view function, const
       changes.push_back(std::string(name) + ": checkpoint " + nlohmann::json(a).dump() + ", now " + nlohmann::json(b).dump());
   };
   compare("rope_theta", stored.rope_theta, now.rope_theta);
+  compare("rope_scaling.factor", stored.rope_scaling.factor, now.rope_scaling.factor);
+  compare("rope_scaling.low_freq_factor", stored.rope_scaling.low_freq_factor, now.rope_scaling.low_freq_factor);
+  compare("rope_scaling.high_freq_factor", stored.rope_scaling.high_freq_factor, now.rope_scaling.high_freq_factor);
+  compare("rope_scaling.original_max_position_embeddings", stored.rope_scaling.original_max_position,
+          now.rope_scaling.original_max_position);
   compare("rms_norm_eps", stored.norm_eps, now.norm_eps);
   compare("max_position_embeddings", static_cast<double>(stored.max_seq), static_cast<double>(now.max_seq));
   return changes;

@@ -21,6 +21,9 @@
 // offending parameter in the report and still advances the step; an invalid token id throws
 // meap::error after the step, with nothing updated and the step not advanced. fp16 training scales
 // the loss dynamically (options.loss_scaling).
+//
+// step(prepared_batch) runs the same step on rows whose inputs, labels, positions and segments
+// the caller built (no masking policy): the fine-tuner (finetune.hpp) is such a batch builder.
 #pragma once
 
 #include <meap/core/deferred_checks.hpp>
@@ -119,6 +122,21 @@ struct step_report {
   std::string skip_reason;    // which value was not finite, and where
 };
 
+// A batch whose inputs and labels the caller built: fine-tuning rows (finetune.hpp), packed
+// documents, any objective that is a selective next-token loss. No masking policy runs.
+//   input_ids    (G, L) token ids, G a multiple of options().micro_batches, L <= max_seq
+//   labels       (G, L) the target of the logits at each position, or ignore_index
+//   position_ids (G, L) optional RoPE positions (default 0 .. L - 1 in every row)
+//   segment_ids  (G, L) optional document ids: attention stays within equal ids
+//   masked       how many inputs hold [MASK] (reported only)
+struct prepared_batch {
+  tensor_view<const std::int32_t, cpu> input_ids;
+  tensor_view<const std::int32_t, cpu> labels;
+  tensor_view<const std::int32_t, cpu> position_ids{};
+  tensor_view<const std::int32_t, cpu> segment_ids{};
+  index_t masked = 0;
+};
+
 // What pretrainer::resume does when the checkpoint's run differs from the resuming one (other
 // learning rate, policy, seed, RoPE base, ...; see pretrainer::run_settings).
 enum class resume_changes {
@@ -179,15 +197,10 @@ class pretrainer {
                      "shape " + to_string(tokens.shape()) + " or " + to_string(dims{rows, L}));
     const auto start = std::chrono::steady_clock::now();
     const index_t B = rows / M;
-    step_report report;
-    report.step = step_;
-    report.lr = schedule_(static_cast<std::int64_t>(step_));
-    report.tokens = rows * L;
-    report.micro_batches = M;
-    report.loss_scale = loss_scale_;
+    step_report report = begin_report(rows, L);
 
     // 1. On the host, before any device work (so that bad batches throw with nothing changed):
-    //    inputs, labels and masks of every micro-batch, and the counts the loss divides by.
+    //    inputs, labels and masks of every micro-batch.
     input_ids_.reshape(dims{rows, L});
     labels_.reshape(dims{rows, L});
     mask_.reshape(dims{rows, L});
@@ -195,70 +208,64 @@ class pretrainer {
       segments_.reshape(dims{rows, L});
       copy(cpu{}, segment_ids.slice(1, 0, L), segments_.view());
     }
-    std::vector<index_t> selected(static_cast<std::size_t>(M), 0);
-    index_t selected_total = 0;
     for (index_t m = 0; m < M; ++m) {
       const auto part = [&](const auto& view) { return view.slice(0, m * B, (m + 1) * B); };
       make_inputs(part(tokens), segment_ids.rank() != 0 ? part(segment_ids) : segment_ids, static_cast<std::uint32_t>(m),
                   part(input_ids_.view()), part(labels_.view()), part(mask_.view()), report.masked);
-      const std::int32_t* labels = part(labels_.view()).data();
-      for (index_t i = 0; i < B * L; ++i) selected[static_cast<std::size_t>(m)] += labels[i] != ignore_index;
-      selected_total += selected[static_cast<std::size_t>(m)];
     }
-    report.loss_tokens = selected_total;
+    return run_staged(report, false, segment_ids.rank() != 0, start);
+  }
 
-    // 2. On the device: zero the gradients and the status, then every micro-batch.
-    auto& store = model_.store();
-    store.zero_grad(device_);
-    fill(device_, status_values_.view(), 0.0);
-    fill(device_, status_checks_.view(), deferred_none);
-    const step_status<Device> status{status_values_.view(), status_checks_.view()};
-    for (index_t m = 0; m < M; ++m) {
-      const auto rows_of = [&](const auto& staged) { return staged.view().slice(0, m * B, (m + 1) * B).as_const(); };
-      const staged_ids inputs(device_, rows_of(input_ids_));
-      const staged_ids labels(device_, rows_of(labels_));
-      std::optional<staged_ids> segments;
-      if (segment_ids.rank() != 0) segments.emplace(device_, rows_of(segments_));
-      const auto checks = status.checks_of(m);
-      const auto ctx = model_.forward(device_, inputs.view(), {}, segments ? segments->view() : tensor_view<const std::int32_t, Device>{},
-                                      checks);
-      tensor<T, Device> d_hidden(device_, ctx.hidden.shape());
-      cross_entropy_options<Device> loss_options;
-      loss_options.normalizer = static_cast<double>(selected_total);
-      loss_options.gradient_scale = loss_scale_;
-      loss_options.d_weight_write = gradient_write::accumulate;
-      loss_options.selected_rows = selected[static_cast<std::size_t>(m)];
-      loss_options.loss_sum = status.loss_sum();
-      loss_options.checks = checks;
-      (void)linear_cross_entropy<T, G>(device_, ctx.hidden.view(), model_.head_weight(), inputs_flat(labels, B * L),
-                                       d_hidden.view(), model_.head_grad(), loss_options);
-      model_.backward(device_, ctx, d_hidden.view());
-    }
-    clip_factor(device_, store.grad_flat().as_const(), options_.clip_norm, status, loss_scale_);
-    optimizer_.step(device_, store, report.lr, status);
-
-    // 3. The step's one wait: its status comes back.
-    copy(device_, status_values_.view().as_const(), report_values_.view());
-    copy(device_, status_checks_.view().as_const(), report_checks_.view());
-    synchronize(device_);
-    const double* values = report_values_.data();
-    const bool applied = values[static_cast<int>(status_value::update)] != 0.0;
-    optimizer_.finish_step(applied);
-    for (index_t m = 0; m < M; ++m)
-      raise_deferred_checks(std::span<const std::uint64_t>(report_checks_.data() + m * deferred_check_count,
-                                                           deferred_check_count),
-                            model_.config().vocab, M > 1 ? " (micro-batch " + std::to_string(m) + ")" : std::string());
-    report.loss = values[static_cast<int>(status_value::loss)];
-    report.grad_norm = values[static_cast<int>(status_value::grad_norm)];
-    if (!applied) {
-      report.skipped = true;
-      report.skip_reason = skip_reason(report);
-    }
-    update_loss_scale(applied, report.loss);
-    ++step_;
-    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    report.tokens_per_second = report.seconds > 0 ? static_cast<double>(report.tokens) / report.seconds : 0.0;
-    return report;
+  // Runs step next_step() on `batch` and advances it; the loss is the mean over its labelled
+  // positions, as in step(tokens).
+  step_report step(const prepared_batch& batch) {
+    constexpr std::string_view function = "meap::train::pretrainer::step (prepared_batch)";
+    const auto& ids = batch.input_ids;
+    check_argument(ids.rank() == 2 && ids.size(0) >= 1 && ids.size(1) >= 1, function, "batch.input_ids",
+                   "shape " + to_string(ids.shape()), "(G, L) token ids with G >= 1 and L >= 1");
+    const index_t M = options_.micro_batches, rows = ids.size(0), L = ids.size(1);
+    check_argument(rows % M == 0, function, "batch.input_ids", "shape " + to_string(ids.shape()),
+                   "a row count that is a multiple of micro_batches = " + std::to_string(M));
+    check_argument(L <= model_.config().max_seq, function, "batch.input_ids", "length L = " + std::to_string(L),
+                   "L <= max_seq = " + std::to_string(model_.config().max_seq));
+    const auto same_shape = [&](const tensor_view<const std::int32_t, cpu>& view, const char* name, bool optional) {
+      if (optional && view.rank() == 0) return;
+      check_argument(view.shape() == ids.shape(), function, name, "shape " + to_string(view.shape()),
+                     "the shape of batch.input_ids, " + to_string(ids.shape()));
+    };
+    same_shape(batch.labels, "batch.labels", false);
+    same_shape(batch.position_ids, "batch.position_ids", true);
+    same_shape(batch.segment_ids, "batch.segment_ids", true);
+    check_argument(batch.masked >= 0, function, "batch.masked", batch.masked, "a non-negative count");
+    const std::int64_t vocab = model_.config().vocab;
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t t = 0; t < L; ++t) {
+        const std::int32_t label = batch.labels(r, t);
+        if (label != ignore_index && (label < 0 || label >= vocab))
+          throw_argument_error(function, "batch.labels",
+                               std::to_string(label) + " at (" + std::to_string(r) + ", " + std::to_string(t) + ")",
+                               "ignore_index (" + std::to_string(ignore_index) + ") or a token id in [0, " +
+                                   std::to_string(vocab) + ")");
+        if (batch.position_ids.rank() != 0) {
+          const std::int32_t position = batch.position_ids(r, t);
+          if (position < 0 || position >= model_.config().max_seq)
+            throw_argument_error(function, "batch.position_ids",
+                                 std::to_string(position) + " at (" + std::to_string(r) + ", " + std::to_string(t) + ")",
+                                 "a position in [0, max_seq = " + std::to_string(model_.config().max_seq) + ")");
+        }
+      }
+    const auto start = std::chrono::steady_clock::now();
+    step_report report = begin_report(rows, L);
+    report.masked = batch.masked;
+    const auto stage = [](auto& staging, const tensor_view<const std::int32_t, cpu>& view) {
+      staging.reshape(view.shape());
+      copy(cpu{}, view, staging.view());
+    };
+    stage(input_ids_, ids);
+    stage(labels_, batch.labels);
+    if (batch.position_ids.rank() != 0) stage(positions_, batch.position_ids);
+    if (batch.segment_ids.rank() != 0) stage(segments_, batch.segment_ids);
+    return run_staged(report, batch.position_ids.rank() != 0, batch.segment_ids.rank() != 0, start);
   }
 
   // The settings that decide this run's trajectory, name -> value: precision, masking policy,
@@ -361,6 +368,88 @@ class pretrainer {
   }
 
  private:
+  step_report begin_report(index_t rows, index_t L) const {
+    step_report report;
+    report.step = step_;
+    report.lr = schedule_(static_cast<std::int64_t>(step_));
+    report.tokens = rows * L;
+    report.micro_batches = options_.micro_batches;
+    report.loss_scale = loss_scale_;
+    return report;
+  }
+
+  // The device part of a step over the staged rows (input_ids_, labels_ and, when flagged,
+  // positions_ and segments_), from the loss counts to the report.
+  step_report run_staged(step_report& report, bool with_positions, bool with_segments,
+                         std::chrono::steady_clock::time_point start) {
+    const index_t M = options_.micro_batches, rows = input_ids_.view().size(0), L = input_ids_.view().size(1);
+    const index_t B = rows / M;
+    // The counts the loss divides by: labelled positions per micro-batch and in the whole batch.
+    std::vector<index_t> selected(static_cast<std::size_t>(M), 0);
+    index_t selected_total = 0;
+    for (index_t m = 0; m < M; ++m) {
+      const std::int32_t* labels = labels_.view().slice(0, m * B, (m + 1) * B).data();
+      for (index_t i = 0; i < B * L; ++i) selected[static_cast<std::size_t>(m)] += labels[i] != ignore_index;
+      selected_total += selected[static_cast<std::size_t>(m)];
+    }
+    report.loss_tokens = selected_total;
+
+    // 2. On the device: zero the gradients and the status, then every micro-batch.
+    auto& store = model_.store();
+    store.zero_grad(device_);
+    fill(device_, status_values_.view(), 0.0);
+    fill(device_, status_checks_.view(), deferred_none);
+    const step_status<Device> status{status_values_.view(), status_checks_.view()};
+    for (index_t m = 0; m < M; ++m) {
+      const auto rows_of = [&](const auto& staged) { return staged.view().slice(0, m * B, (m + 1) * B).as_const(); };
+      const staged_ids inputs(device_, rows_of(input_ids_));
+      const staged_ids labels(device_, rows_of(labels_));
+      std::optional<staged_ids> positions, segments;
+      if (with_positions) positions.emplace(device_, rows_of(positions_));
+      if (with_segments) segments.emplace(device_, rows_of(segments_));
+      const auto checks = status.checks_of(m);
+      const auto ctx = model_.forward(device_, inputs.view(),
+                                      positions ? positions->view() : tensor_view<const std::int32_t, Device>{},
+                                      segments ? segments->view() : tensor_view<const std::int32_t, Device>{}, checks);
+      tensor<T, Device> d_hidden(device_, ctx.hidden.shape());
+      cross_entropy_options<Device> loss_options;
+      loss_options.normalizer = static_cast<double>(selected_total);
+      loss_options.gradient_scale = loss_scale_;
+      loss_options.d_weight_write = gradient_write::accumulate;
+      loss_options.selected_rows = selected[static_cast<std::size_t>(m)];
+      loss_options.loss_sum = status.loss_sum();
+      loss_options.checks = checks;
+      (void)linear_cross_entropy<T, G>(device_, ctx.hidden.view(), model_.head_weight(), inputs_flat(labels, B * L),
+                                       d_hidden.view(), model_.head_grad(), loss_options);
+      model_.backward(device_, ctx, d_hidden.view());
+    }
+    clip_factor(device_, store.grad_flat().as_const(), options_.clip_norm, status, loss_scale_);
+    optimizer_.step(device_, store, report.lr, status);
+
+    // 3. The step's one wait: its status comes back.
+    copy(device_, status_values_.view().as_const(), report_values_.view());
+    copy(device_, status_checks_.view().as_const(), report_checks_.view());
+    synchronize(device_);
+    const double* values = report_values_.data();
+    const bool applied = values[static_cast<int>(status_value::update)] != 0.0;
+    optimizer_.finish_step(applied);
+    for (index_t m = 0; m < M; ++m)
+      raise_deferred_checks(std::span<const std::uint64_t>(report_checks_.data() + m * deferred_check_count,
+                                                           deferred_check_count),
+                            model_.config().vocab, M > 1 ? " (micro-batch " + std::to_string(m) + ")" : std::string());
+    report.loss = values[static_cast<int>(status_value::loss)];
+    report.grad_norm = values[static_cast<int>(status_value::grad_norm)];
+    if (!applied) {
+      report.skipped = true;
+      report.skip_reason = skip_reason(report);
+    }
+    update_loss_scale(applied, report.loss);
+    ++step_;
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    report.tokens_per_second = report.seconds > 0 ? static_cast<double>(report.tokens) / report.seconds : 0.0;
+    return report;
+  }
+
   // Token ids of one micro-batch where the device reads them: the staged host rows themselves on
   // the CPU; a device copy (asynchronous: the staging memory is pinned) on CUDA.
   class staged_ids {
@@ -457,7 +546,7 @@ class pretrainer {
   double loss_scale_;
   std::int64_t clean_steps_ = 0;
   // The step's inputs on the host (pinned on CUDA), its status on the device, and the report's copy.
-  host_staging<std::int32_t, Device> input_ids_, labels_, segments_;
+  host_staging<std::int32_t, Device> input_ids_, labels_, positions_, segments_;
   host_staging<std::uint8_t, Device> mask_;
   tensor<double, Device> status_values_;
   tensor<std::uint64_t, Device> status_checks_;

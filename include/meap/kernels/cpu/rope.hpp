@@ -8,6 +8,7 @@
 #include <meap/core/parallel.hpp>
 #include <meap/core/tensor_view.hpp>
 #include <meap/kernels/backend.hpp>
+#include <meap/kernels/rope_frequency.hpp>
 #include <meap/core/deferred_checks.hpp>
 
 #include <cmath>
@@ -20,19 +21,17 @@ namespace meap::detail {
 namespace cpu_impl {
 
 // Rotary embedding in the Hugging Face LLaMA layout (rotate_half over the two halves of a head):
-// for i < D/2, with angle = pos * theta^(-2i/D),
+// for i < D/2, with angle = pos * theta^(-2i/D) (Llama 3.1-scaled when scaling is enabled),
 //   y[i]       = x[i] cos - x[i + D/2] sin
 //   y[i + D/2] = x[i + D/2] cos + x[i] sin
 // x, y: (B, T, H, D), in place allowed. positions: (B, T) or null (position = t). inverse = true
 // applies the transposed rotation, which is the backward pass.
 template <class T>
 void rope_apply(const T* x, T* y, const std::int32_t* positions, index_t batch, index_t length, index_t heads,
-                index_t head_dim, double theta, bool inverse) {
+                index_t head_dim, double theta, const rope_scaling& scaling, bool inverse) {
   const index_t half = head_dim / 2;
   std::vector<double> frequency(static_cast<std::size_t>(half));
-  for (index_t i = 0; i < half; ++i)
-    frequency[static_cast<std::size_t>(i)] =
-        std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+  for (index_t i = 0; i < half; ++i) frequency[static_cast<std::size_t>(i)] = rope_inverse_frequency(i, head_dim, theta, scaling);
   // cos and sin per (position row, i): one row per t when positions are the default (shared by
   // the batch), one per (b, t) otherwise. Angles in double: positions up to 10^6 times
   // frequencies near 1 keep their precision.
@@ -82,9 +81,10 @@ struct rope_kernels<cpu> {
   }
   template <class T>
   static void apply(const cpu&, const tensor_view<const T, cpu>& x, const tensor_view<T, cpu>& y,
-                    const tensor_view<const std::int32_t, cpu>& positions, double theta, bool inverse) {
+                    const tensor_view<const std::int32_t, cpu>& positions, double theta, const rope_scaling& scaling,
+                    bool inverse) {
     cpu_impl::rope_apply(x.data(), y.data(), positions.rank() != 0 ? positions.data() : nullptr, x.size(0), x.size(1),
-                         x.size(2), x.size(3), theta, inverse);
+                         x.size(2), x.size(3), theta, scaling, inverse);
   }
 };
 

@@ -24,6 +24,7 @@
 #include <meap/kernels/cuda/plan.hpp>
 #include <meap/kernels/cuda/support.hpp>
 #include <meap/kernels/rope.hpp>
+#include <meap/kernels/rope_frequency.hpp>
 
 #include <cuda_runtime.h>
 
@@ -42,7 +43,7 @@ namespace detail::cuda_impl {
 //   y[i] = x[i] cos - x[i + D/2] sin,  y[i + D/2] = x[i + D/2] cos + x[i] sin   (sin negated: inverse)
 template <class T>
 __global__ void rope_kernel(const T* x, T* y, const std::int32_t* positions, index_t rows, index_t length,
-                            index_t heads, index_t head_dim, double theta, bool inverse) {
+                            index_t heads, index_t head_dim, double theta, rope_scaling scaling, bool inverse) {
   const index_t half = head_dim / 2;
   for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; idx < rows * half;
        idx += static_cast<index_t>(gridDim.x) * blockDim.x) {
@@ -50,7 +51,7 @@ __global__ void rope_kernel(const T* x, T* y, const std::int32_t* positions, ind
     const index_t i = idx % half;
     const double position =
         positions != nullptr ? static_cast<double>(positions[bt]) : static_cast<double>(bt % length);
-    const double frequency = pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    const double frequency = rope_inverse_frequency(i, head_dim, theta, scaling);
     double s = 0.0;
     double c = 0.0;
     sincos(position * frequency, &s, &c);
@@ -81,14 +82,15 @@ struct detail::rope_kernels<cuda> {
 
   template <class T>
   static void apply(const cuda& device, const tensor_view<const T, cuda>& x, const tensor_view<T, cuda>& y,
-                    const tensor_view<const std::int32_t, cuda>& positions, double theta, bool inverse) {
+                    const tensor_view<const std::int32_t, cuda>& positions, double theta, const rope_scaling& scaling,
+                    bool inverse) {
     const index_t rows = x.size(0) * x.size(1);
     const index_t half = x.size(3) / 2;
     if (rows == 0 || x.size(2) == 0) return;
     constexpr int threads = 256;
     cuda_impl::rope_kernel<T><<<cuda_plan::grid_size(rows * half, threads), threads, 0, device.stream>>>(
         x.data(), y.data(), positions.rank() != 0 ? positions.data() : nullptr, rows, x.size(1), x.size(2), x.size(3),
-        theta, inverse);
+        theta, scaling, inverse);
     cuda_impl::check_launch();
   }
 };
