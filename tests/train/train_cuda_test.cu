@@ -2,7 +2,8 @@
 // the same step in bfloat16 within the tolerance its roundings allow, 50 bfloat16 steps that follow
 // the CPU's float32 loss curve, checkpoints that move between the devices, a resume on CUDA that
 // continues bit for bit, a non-finite gradient that skips the update, an invalid token id reported
-// after the step with nothing changed, fp16 loss scaling, micro-batches, and a captured step (CUDA
+// after the step with nothing changed, fp16 loss scaling, micro-batches, MEAP fine-tuning steps
+// against the CPU's, and a captured step (CUDA
 // graph capture fails on any wait for the host: the proof that a step waits only for its report).
 // Label `gpu`: skipped (exit 77) without a device.
 #define BOOST_TEST_MODULE meap train cuda
@@ -301,6 +302,47 @@ BOOST_AUTO_TEST_CASE(fp16_scales_the_loss_dynamically) {
   BOOST_TEST(skipped >= 1);
   BOOST_TEST(trainer.loss_scale() < std::ldexp(1.0, 40));
   BOOST_TEST(last < first);
+}
+
+// MEAP fine-tuning (finetune.hpp) on CUDA: packed [P, A, P, A'] rows with per-segment positions,
+// two micro-batches, three steps across an epoch boundary; float32 losses to 1e-5 relative and
+// every gradient of the last step within 1e-4 of its largest, against the same steps on the CPU.
+BOOST_AUTO_TEST_CASE(fine_tuning_steps_on_cuda_equal_the_cpu_steps) {
+  std::vector<meap::data::instruction_example> examples;
+  meap::philox_stream rng(77, 0);
+  for (int i = 0; i < 6; ++i) {
+    meap::data::instruction_example e;
+    for (int t = 0; t < 3; ++t) e.prompt.push_back(static_cast<std::int32_t>(rng.next_below(28)));
+    std::int32_t x = e.prompt.back();
+    for (int t = 0; t < 6; ++t) e.answer.push_back(x = (3 * x + 5) % 28);
+    examples.push_back(std::move(e));
+  }
+  meap::train::finetune_options o;
+  o.mask_id = mask_id;
+  o.copy.ratio = 0.34;
+  o.copy.min_answer_tokens = 3;
+  o.row_length = 32;
+  o.rows_per_step = 2;
+  o.epochs = 2;
+  o.seed = 3;
+  o.training = options(0);
+  o.training.micro_batches = 2;
+  meap::nn::llama_model<meap::fp32, meap::cpu> cpu_model(gqa_config());
+  meap::nn::llama_model<meap::fp32, meap::cuda> cuda_model(gqa_config(), device);
+  cpu_model.initialize(16);
+  cuda_model.initialize(16);
+  meap::train::finetuner cpu_tuner(cpu_model, examples, o);
+  meap::train::finetuner cuda_tuner(cuda_model, examples, o);
+  BOOST_TEST_REQUIRE(cpu_tuner.plan().steps_in_epoch(0) >= 2);
+  for (int s = 0; s < static_cast<int>(cpu_tuner.plan().steps_in_epoch(0)) + 1; ++s) {
+    const auto want = cpu_tuner.step();
+    const auto got = cuda_tuner.step();
+    BOOST_TEST(!got.skipped);
+    BOOST_TEST(got.masked == want.masked);
+    BOOST_TEST(got.loss_tokens == want.loss_tokens);
+    BOOST_TEST(std::abs(got.loss - want.loss) <= 1e-5 * want.loss, "step " << s << ": loss " << got.loss << " vs CPU " << want.loss);
+  }
+  check_gradients(device, cpu_model.store(), cuda_model.store(), 1e-4, "fine-tuning fp32");
 }
 
 // Micro-batches on CUDA give the whole batch's step.
