@@ -15,6 +15,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli_options.hpp"
+
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -148,12 +150,7 @@ settings parse_arguments(int argc, char** argv, int& exit_code) {
   app.add_option("--steps", steps, "optimizer steps per model (default 4000; --quick: 400)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
   app.add_option("--seed", s.seed, "initialization, data and masking seed")
-      ->check(CLI::Validator(
-          [](std::string& text) -> std::string {
-            if (!text.empty() && text.size() <= 20 && text.find_first_not_of("0123456789") == std::string::npos) return {};
-            return "Value " + text + " is not an integer from 0 to 18446744073709551615";
-          },
-          "UINT64"))
+      ->check(meap_examples::unsigned_64)
       ->capture_default_str();
   app.add_option("--seeds", s.seeds,
                  "how many seeds, from --seed on: 1 shows one pair of models; the study (docs/fidelity.md) runs 5 or more "

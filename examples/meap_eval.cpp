@@ -14,6 +14,7 @@
 // accuracy_by_length.png and attention.png into --out, a table on stdout and progress with an ETA
 // on stderr. Every argument is checked before the model is loaded; any error ends the program
 // with one line on stderr and a non-zero exit. See docs/eval.md, "meap_eval".
+#include "cli_options.hpp"
 #include "eval_run.hpp"
 #include "program_main.hpp"
 
@@ -26,13 +27,9 @@
 
 namespace {
 
-constexpr std::int64_t huge = std::int64_t{1} << 40;
+constexpr std::int64_t huge = meap_examples::huge_count;
 constexpr std::int64_t largest_id = (std::int64_t{1} << 31) - 1;
-// Digits only: CLI11 would otherwise read "-1" as 2^64 - 1 for an unsigned option.
-const CLI::Validator unsigned_64([](std::string& text) -> std::string {
-  if (!text.empty() && text.size() <= 20 && text.find_first_not_of("0123456789") == std::string::npos) return {};
-  return "Value " + text + " is not an integer from 0 to 18446744073709551615";
-}, "UINT64");
+using meap_examples::unsigned_64;
 
 meap_eval::arguments parse(int argc, char** argv, int& exit_code) {
   meap_eval::arguments a;

@@ -17,6 +17,7 @@
 // --resume continues from the newest checkpoint bit for bit after checking that the run's
 // settings, data included, match the checkpoint's (--allow-changes to continue anyway). Any error
 // ends the program with one line on stderr and a non-zero exit.
+#include "cli_options.hpp"
 #include "finetune_run.hpp"
 #include "program_main.hpp"
 
@@ -30,13 +31,9 @@
 
 namespace {
 
-constexpr std::int64_t huge = std::int64_t{1} << 40;
-const auto at_least_one = CLI::Range(std::int64_t{1}, huge);
-const auto at_least_zero = CLI::Range(std::int64_t{0}, huge);
-const CLI::Validator unsigned_64([](std::string& text) -> std::string {
-  if (!text.empty() && text.size() <= 20 && text.find_first_not_of("0123456789") == std::string::npos) return {};
-  return "Value " + text + " is not an integer from 0 to 18446744073709551615";
-}, "UINT64");
+using meap_examples::at_least_one;
+using meap_examples::at_least_zero;
+using meap_examples::unsigned_64;
 
 meap_finetune::arguments parse(int argc, char** argv, int& exit_code) {
   meap_finetune::arguments a;

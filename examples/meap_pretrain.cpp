@@ -23,6 +23,7 @@
 // A run whose estimated memory exceeds what the device has free is refused before it allocates.
 // The command line is parsed with CLI11; any error ends the program with one line on stderr and
 // a non-zero exit.
+#include "cli_options.hpp"
 #include "pretrain_run.hpp"
 #include "program_main.hpp"
 
@@ -35,15 +36,9 @@
 
 namespace {
 
-// Integer counts from 1 (or 0) up to a bound no run reaches, with a readable message.
-constexpr std::int64_t huge = std::int64_t{1} << 40;
-const auto at_least_one = CLI::Range(std::int64_t{1}, huge);
-const auto at_least_zero = CLI::Range(std::int64_t{0}, huge);
-// Digits only: CLI11 would otherwise read "-1" as 2^64 - 1 for an unsigned option.
-const CLI::Validator unsigned_64([](std::string& text) -> std::string {
-  if (!text.empty() && text.size() <= 20 && text.find_first_not_of("0123456789") == std::string::npos) return {};
-  return "Value " + text + " is not an integer from 0 to 18446744073709551615";
-}, "UINT64");
+using meap_examples::at_least_one;
+using meap_examples::at_least_zero;
+using meap_examples::unsigned_64;
 
 meap_pretrain::arguments parse(int argc, char** argv, int& exit_code) {
   meap_pretrain::arguments a;

@@ -6,20 +6,7 @@ cmake_policy(SET CMP0007 NEW)  # keep the empty CSV fields (MQAR's depth) as lis
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
 
-function(run tool expect_success)
-  execute_process(COMMAND ${tool} ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  set(last_stdout "${out}" PARENT_SCOPE)
-  set(last_stderr "${err}" PARENT_SCOPE)
-  if(expect_success AND NOT code EQUAL 0)
-    message(FATAL_ERROR "${tool} ${ARGN} failed (${code}):\n${out}\n${err}")
-  endif()
-  if(NOT expect_success AND code EQUAL 0)
-    message(FATAL_ERROR "${tool} ${ARGN} succeeded; it should have failed:\n${out}\n${err}")
-  endif()
-  if(err MATCHES "terminate called|Segmentation|Aborted")
-    message(FATAL_ERROR "${tool} ${ARGN} crashed:\n${err}")
-  endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/../support/run_program.cmake)
 
 # The lines of a CSV file after its header, which must be `header`.
 function(read_csv file header out_rows)

@@ -7,19 +7,7 @@
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
 
-function(run tool expect_success)
-  execute_process(COMMAND ${tool} ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  set(last_stderr "${err}" PARENT_SCOPE)
-  if(expect_success AND NOT code EQUAL 0)
-    message(FATAL_ERROR "${tool} ${ARGN} failed (${code}):\n${out}\n${err}")
-  endif()
-  if(NOT expect_success AND code EQUAL 0)
-    message(FATAL_ERROR "${tool} ${ARGN} succeeded; it should have failed:\n${out}\n${err}")
-  endif()
-  if(err MATCHES "terminate called|Segmentation|Aborted")
-    message(FATAL_ERROR "${tool} ${ARGN} crashed:\n${err}")
-  endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/../support/run_program.cmake)
 
 # `args` must fail with one stderr line matching `pattern`.
 function(refused pattern)
