@@ -22,9 +22,10 @@ build=${MEAP_BUILD_DIR:-$root/build}
 # own), Boost.Test (tests), nlohmann-json (JSON), CLI11 (the programs' command lines), zlib
 # (checksums of checkpoint files), gnuplot (the plots of meap_demo and meap_eval), SentencePiece
 # (optional: the tokenizer of LLaMA-family models for text instruction data, meap::sentencepiece;
-# spm_train trains the small model its tests use).
+# spm_train trains the small model its tests use), DLPack (optional: one header, for exchanging
+# tensors with other frameworks, meap::dlpack).
 packages=(g++ cmake ninja-build libeigen3-dev libopenblas-openmp-dev libboost-test-dev nlohmann-json3-dev libcli11-dev
-          zlib1g-dev gnuplot-nox libsentencepiece-dev sentencepiece)
+          zlib1g-dev gnuplot-nox libsentencepiece-dev sentencepiece libdlpack-dev)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -313,7 +313,7 @@ wanted() { [[ ",$parts," == *",$1,"* ]]; }
 run_tests() {
   local boost_args=(--log_level=test_suite --report_level=short --color_output=no) test
   for test in test_core_cuda test_masking_cuda test_optim_cuda test_layers_cuda test_attention_cuda test_nn_cuda test_train_cuda \
-    test_eval_cuda; do
+    test_eval_cuda test_dlpack_cuda; do
     if have "$test"; then
       step "$test" test 240 "$bin/$test" "${boost_args[@]}"
     else
