@@ -18,6 +18,7 @@
 // without it, LibTorch's OpenMP and OpenBLAS pools spin against each other at 2+ threads; --help).
 #include <meap/train/pretrain.hpp>
 
+#include "support/bench_model.hpp"
 #include "support/main.hpp"
 #include "support/timing.hpp"
 
@@ -50,21 +51,9 @@ using meap::index_t;
 using meap_bench::best_seconds;
 using clock_type = std::chrono::steady_clock;
 
-constexpr index_t batch = 8, seq = 256;
+constexpr index_t batch = meap_bench::bench_batch, seq = meap_bench::bench_seq;
 constexpr std::int32_t mask_id = 4095;  // the data draws ids from [0, 4095), so it never holds [MASK]
-
-meap::nn::llama_config bench_config() {
-  meap::nn::llama_config c;
-  c.vocab = 4096;
-  c.d_model = 256;
-  c.layers = 4;
-  c.heads = 8;
-  c.kv_heads = 8;
-  c.ffn = 688;
-  c.max_seq = seq;
-  c.tied_head = false;
-  return c;
-}
+using meap_bench::bench_config;
 
 meap::tensor<std::int32_t, cpu> random_batch(std::mt19937& rng) {
   auto tokens = meap::zeros<std::int32_t>(cpu{}, {batch, seq + 1});

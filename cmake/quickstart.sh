@@ -23,9 +23,10 @@ build=${MEAP_BUILD_DIR:-$root/build}
 # (checksums of checkpoint files), gnuplot (the plots of meap_demo and meap_eval), SentencePiece
 # (optional: the tokenizer of LLaMA-family models for text instruction data, meap::sentencepiece;
 # spm_train trains the small model its tests use), DLPack (optional: one header, for exchanging
-# tensors with other frameworks, meap::dlpack).
+# tensors with other frameworks, meap::dlpack), OpenMPI (optional: data-parallel training with
+# mpirun, meap::dist; its tests start real ranks).
 packages=(g++ cmake ninja-build libeigen3-dev libopenblas-openmp-dev libboost-test-dev nlohmann-json3-dev libcli11-dev
-          zlib1g-dev gnuplot-nox libsentencepiece-dev sentencepiece libdlpack-dev)
+          zlib1g-dev gnuplot-nox libsentencepiece-dev sentencepiece libdlpack-dev libopenmpi-dev openmpi-bin)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

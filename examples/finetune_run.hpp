@@ -5,6 +5,8 @@
 
 #include "run_support.hpp"
 
+#include <meap/dist/process_group.hpp>
+
 #include <meap/data/instruction.hpp>
 #include <meap/io/atomic_file.hpp>
 #include <meap/nn/vocabulary.hpp>
@@ -57,6 +59,8 @@ struct arguments {
   std::string save_dtype;          // the fine-tuned model's dtype; default: the input model's
   double shard_gib = 5.0;          // shards of the fine-tuned model above this size (0: one file)
   int cuda_ordinal = -1;
+  bool zero1 = false;           // under mpirun: shard AdamW's state over the ranks (ZeRO-1)
+  double dist_timeout = 300;    // under mpirun: seconds a rank waits for the others
 };
 
 [[noreturn]] inline void bad_argument(const std::string& name, const std::string& value, const std::string& expected) {
@@ -129,8 +133,16 @@ inline token_roles choose_token_roles(const arguments& a, const meap::nn::llama_
   return roles;
 }
 
+// With a group (mpirun): one rank of a data-parallel run; every rank builds the same global batch
+// from the plan and trains its rows, rank 0 writes the outputs and prints.
 template <class P, class Device>
-int run(const arguments& a, const Device& device, const meap_examples::memory_budget& budget) {
+int run(const arguments& a, const Device& device, const meap_examples::memory_budget& budget,
+        meap::dist::process_group<Device>* group = nullptr) {
+  const std::int64_t ranks = group != nullptr ? group->size() : 1;
+  if (a.batch % (a.micro_batches * ranks) != 0)
+    bad_argument("--batch", std::to_string(a.batch),
+                 "a multiple of --micro-batches (" + std::to_string(a.micro_batches) + ") times the " +
+                     std::to_string(ranks) + " ranks");
   const std::filesystem::path model_dir(a.model_dir);
   const auto base_config = meap::train::read_hugging_face_config(model_dir / "config.json");
   const auto save_as = stored_dtype(a);
@@ -154,9 +166,14 @@ int run(const arguments& a, const Device& device, const meap_examples::memory_bu
 
   auto config = base_config;
   if (roles.grow) config.vocab += 1;
-  meap_examples::check_training_memory<P>("meap_finetune", config, a.batch / a.micro_batches, length, budget,
+  meap_examples::check_training_memory<P>("meap_finetune", config, a.batch / a.micro_batches / ranks, length, budget,
                                           "--batch/--seq-len/--model");
-  meap_examples::training_output output("meap_finetune", a.out, a.keep_checkpoints);
+  meap_examples::rank_role role;
+  if (group != nullptr) {
+    role.lead = group->rank() == 0;
+    role.share = [group](std::string& text) { group->broadcast_host(text, 0); };
+  }
+  meap_examples::training_output output("meap_finetune", a.out, a.keep_checkpoints, role);
 
   meap::train::finetune_options options;
   options.objective = a.policy == "meap" ? meap::train::finetune_objective::meap : meap::train::finetune_objective::ntp;
@@ -182,12 +199,17 @@ int run(const arguments& a, const Device& device, const meap_examples::memory_bu
     return roles.grow ? meap::nn::grow_vocabulary(base, 1) : std::move(base);
   }();
   meap::train::finetuner tuner(model, std::move(data.examples), options);
+  if (group != nullptr) tuner.distribute(*group, a.zero1 ? meap::dist::sharding::zero1 : meap::dist::sharding::replicated);
   output.start(tuner, a.resume, a.allow_changes);
+  if (group != nullptr && output.lead())
+    std::fprintf(stderr, "data parallel: %lld ranks of %lld rows each%s\n", static_cast<long long>(ranks),
+                 static_cast<long long>(a.batch / ranks), a.zero1 ? ", AdamW state sharded (ZeRO-1)" : "");
   const auto total = tuner.total_steps();
   const auto& plan = tuner.plan();
   std::int64_t duplicated = 0;
   for (std::size_t i = 0; i < plan.examples().size(); ++i) duplicated += plan.duplicated(static_cast<meap::index_t>(i));
-  std::fprintf(stderr,
+  if (output.lead())
+    std::fprintf(stderr,
                "model: %lld parameters (vocab %lld%s); %s on %s; policy %s%s\n"
                "data: %zu examples (%lld with a masked copy; %llu skipped: prompt of --seq-len tokens or more); "
                "%lld epoch(s) of %lld steps of %lld x %lld\n",
@@ -207,12 +229,14 @@ int run(const arguments& a, const Device& device, const meap_examples::memory_bu
     const std::uint64_t step = tuner.next_step();
     const auto r = tuner.step();
     skipped += r.skipped;
-    if (r.skipped) std::fprintf(stderr, "\nstep %llu skipped: %s\n", static_cast<unsigned long long>(step), r.skip_reason.c_str());
+    if (r.skipped && output.lead())
+      std::fprintf(stderr, "\nstep %llu skipped: %s\n", static_cast<unsigned long long>(step), r.skip_reason.c_str());
     output.log(r);
     smoothed = step == first ? r.loss : 0.9 * smoothed + 0.1 * r.loss;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double eta = elapsed / static_cast<double>(step + 1 - first) * static_cast<double>(total - step - 1);
-    std::fprintf(stderr, "\repoch %u/%lld  step %6llu/%llu  loss %.4f (avg %.4f)  lr %.2e  |g| %.3f  %8.0f tok/s  ETA %s ",
+    if (output.lead())
+      std::fprintf(stderr, "\repoch %u/%lld  step %6llu/%llu  loss %.4f (avg %.4f)  lr %.2e  |g| %.3f  %8.0f tok/s  ETA %s ",
                  r.epoch + 1, static_cast<long long>(a.epochs), static_cast<unsigned long long>(step + 1),
                  static_cast<unsigned long long>(total), r.loss, smoothed, r.lr, r.grad_norm, r.tokens_per_second,
                  meap_examples::format_duration(eta).c_str());
@@ -220,6 +244,7 @@ int run(const arguments& a, const Device& device, const meap_examples::memory_bu
       (void)output.checkpoint(tuner);
   }
   const auto final_checkpoint = output.checkpoint(tuner);
+  if (!output.lead()) return 0;  // rank 0 writes the model (every rank holds the same weights)
   // The fine-tuned model in Hugging Face layout, and what a user of it must know (the [MASK] id).
   const auto model_out = output.directory() / "model";
   const auto shard_bytes = static_cast<std::uint64_t>(a.shard_gib * 1024.0 * 1024.0 * 1024.0);
@@ -235,7 +260,8 @@ int run(const arguments& a, const Device& device, const meap_examples::memory_bu
   return 0;
 }
 
-// Defined in meap_finetune_cuda.cu when meap is built with CUDA.
-int run_cuda(const arguments& a);
+// Defined in meap_finetune_cuda.cu when meap is built with CUDA. `host`: the MPI group under
+// mpirun, or nullptr.
+int run_cuda(const arguments& a, meap::dist::process_group<meap::cpu>* host);
 
 }  // namespace meap_finetune

@@ -19,6 +19,7 @@
 // ends the program with one line on stderr and a non-zero exit.
 #include "cli_options.hpp"
 #include "finetune_run.hpp"
+#include "dist_launch.hpp"
 #include "program_main.hpp"
 
 #if defined(MEAP_HAS_SENTENCEPIECE)
@@ -86,6 +87,11 @@ meap_finetune::arguments parse(int argc, char** argv, int& exit_code) {
       ->capture_default_str();
   app.add_option("--out", a.out, "output directory")->capture_default_str();
   app.add_flag("--resume", a.resume, "continue from the newest checkpoint in <out>/checkpoints");
+  app.add_flag("--zero1", a.zero1, "under mpirun: shard AdamW's state over the ranks (ZeRO-1)");
+  app.add_option("--dist-timeout", a.dist_timeout,
+                 "under mpirun: seconds a rank waits for the others before the run is ended")
+      ->check(CLI::Range(1.0, 86400.0))
+      ->capture_default_str();
   app.add_flag("--allow-changes", a.allow_changes, "with --resume: continue even where the settings differ")
       ->needs("--resume");
   app.add_option("--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
@@ -131,18 +137,22 @@ std::unique_ptr<meap::text::tokenizer> meap_finetune::open_tokenizer(const argum
 }
 
 int main(int argc, char** argv) {
-  return meap_examples::guarded_main("meap_finetune", "try a smaller --batch or --seq-len, or more --micro-batches", [&] {
-    int exit_code = -1;
-    const auto a = parse(argc, argv, exit_code);
-    if (exit_code >= 0) return exit_code;
-    if (a.cuda_ordinal >= 0) return meap_finetune::run_cuda(a);
-    const meap_examples::memory_budget budget{meap::train::available_host_memory(), "on this machine"};
-    return meap_finetune::run<meap::fp32>(a, meap::cpu{}, budget);
-  });
+  meap_examples::rank_group ranks;
+  return ranks.finish(meap_examples::guarded_main(
+      "meap_finetune", "try a smaller --batch or --seq-len, or more --micro-batches", [&] {
+        int exit_code = -1;
+        const auto a = parse(argc, argv, exit_code);
+        if (exit_code >= 0) return exit_code;
+        auto* host = ranks.start("meap_finetune", argc, argv, a.dist_timeout);
+        if (a.zero1 && host == nullptr) meap_finetune::bad_argument("--zero1", "set", "a run started by mpirun with several ranks");
+        if (a.cuda_ordinal >= 0) return meap_finetune::run_cuda(a, host);
+        const meap_examples::memory_budget budget{meap::train::available_host_memory(), "on this machine"};
+        return meap_finetune::run<meap::fp32>(a, meap::cpu{}, budget, host);
+      }));
 }
 
 #if !defined(MEAP_FINETUNE_WITH_CUDA)
-int meap_finetune::run_cuda(const arguments& a) {
+int meap_finetune::run_cuda(const arguments& a, meap::dist::process_group<meap::cpu>*) {
   bad_argument("--device", a.device, "cpu: this meap_finetune was built without CUDA (configure meap with a CUDA "
                                      "toolkit and MEAP_ENABLE_CUDA=ON)");
 }

@@ -23,15 +23,23 @@
 // A run whose estimated memory exceeds what the device has free is refused before it allocates.
 // The command line is parsed with CLI11; any error ends the program with one line on stderr and
 // a non-zero exit.
+//
+// Data parallel: `mpirun -np N meap_pretrain ...` (built with MPI: meap::dist) runs N ranks that
+// each train --batch / N rows of every step (the same global batch and masks as one process);
+// rank 0 writes --out and prints. --zero1 shards AdamW's state over the ranks; --device cuda puts
+// each rank on GPU <local rank> and reduces over NCCL. docs/distributed.md.
 #include "cli_options.hpp"
+#include "dist_launch.hpp"
 #include "pretrain_run.hpp"
 #include "program_main.hpp"
 
 #include <CLI/CLI.hpp>
 
+
 #include <cstdio>
 #include <exception>
 #include <new>
+#include <optional>
 #include <string>
 
 namespace {
@@ -79,6 +87,11 @@ meap_pretrain::arguments parse(int argc, char** argv, int& exit_code) {
       ->check(CLI::IsMember({"fp64", "fp32", "bf16", "fp16"}));
   app.add_option("--peak-tflops", a.peak_tflops, "the GPU's peak TFLOP/s for MFU (default: estimated from the device)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--zero1", a.zero1, "under mpirun: shard AdamW's state over the ranks (ZeRO-1)");
+  app.add_option("--dist-timeout", a.dist_timeout,
+                 "under mpirun: seconds a rank waits for the others before the run is ended")
+      ->check(CLI::Range(1.0, 86400.0))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -103,20 +116,23 @@ meap_pretrain::arguments parse(int argc, char** argv, int& exit_code) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return meap_examples::guarded_main("meap_pretrain", "try a smaller --batch, --seq-len or model", [&] {
+  meap_examples::rank_group ranks;
+  return ranks.finish(meap_examples::guarded_main("meap_pretrain", "try a smaller --batch, --seq-len or model", [&] {
     int exit_code = -1;
     const auto a = parse(argc, argv, exit_code);
     if (exit_code >= 0) return exit_code;
-    if (a.cuda_ordinal >= 0) return meap_pretrain::run_cuda(a);
+    auto* host = ranks.start("meap_pretrain", argc, argv, a.dist_timeout);
+    if (a.zero1 && host == nullptr) meap_pretrain::bad_argument("--zero1", "set", "a run started by mpirun with several ranks");
+    if (a.cuda_ordinal >= 0) return meap_pretrain::run_cuda(a, host);
     const meap_pretrain::memory_budget budget{meap::train::available_host_memory(), "on this machine"};
-    if (a.dtype == "fp64") return meap_pretrain::run_with_policy<meap::fp64>(a, meap::cpu{}, 0.0, budget);
-    return meap_pretrain::run_with_policy<meap::fp32>(a, meap::cpu{}, 0.0, budget);
-  });
+    if (a.dtype == "fp64") return meap_pretrain::run_with_policy<meap::fp64>(a, meap::cpu{}, 0.0, budget, host);
+    return meap_pretrain::run_with_policy<meap::fp32>(a, meap::cpu{}, 0.0, budget, host);
+  }));
 }
 
 #if !defined(MEAP_PRETRAIN_WITH_CUDA)
 // This build has no CUDA translation unit (MEAP_ENABLE_CUDA=OFF, or no CUDA toolkit found).
-int meap_pretrain::run_cuda(const arguments& a) {
+int meap_pretrain::run_cuda(const arguments& a, meap::dist::process_group<meap::cpu>*) {
   bad_argument("--device", a.device, "cpu: this meap_pretrain was built without CUDA (configure meap with a CUDA "
                                      "toolkit and MEAP_ENABLE_CUDA=ON)");
 }

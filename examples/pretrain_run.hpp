@@ -5,6 +5,7 @@
 
 #include "run_support.hpp"
 
+#include <meap/dist/process_group.hpp>
 #include <meap/io/json_fields.hpp>
 #include <meap/io/token_dataset.hpp>
 #include <meap/masking/span.hpp>
@@ -45,6 +46,8 @@ struct arguments {
   std::string dtype;            // fp32 (CPU default), bf16 (CUDA default), fp16
   double peak_tflops = 0;       // MFU's denominator on CUDA; 0: estimated from the device
   int cuda_ordinal = -1;        // parsed from device
+  bool zero1 = false;           // under mpirun: shard AdamW's state over the ranks (ZeRO-1)
+  double dist_timeout = 300;    // under mpirun: seconds a rank waits for the others before it gives up
 };
 
 [[noreturn]] inline void bad_argument(const std::string& name, const std::string& value, const std::string& expected) {
@@ -128,17 +131,29 @@ inline std::int64_t data_vocabulary(const arguments& a, std::optional<meap::toke
 
 using meap_examples::memory_budget;
 
-// Trains with precision P on `device`; `peak_flops` > 0 adds MFU to the progress line.
+// Trains with precision P on `device`; `peak_flops` > 0 adds MFU to the progress line. With a
+// group (mpirun), as one rank of a data-parallel run: every rank samples the same global batch
+// and trains its rows; rank 0 writes the outputs and prints.
 template <class P, class Device, class Policy>
 int run(const arguments& a, std::optional<Policy> policy, const Device& device, double peak_flops,
-        const memory_budget& budget) {
+        const memory_budget& budget, meap::dist::process_group<Device>* group = nullptr) {
+  const std::int64_t ranks = group != nullptr ? group->size() : 1;
+  if (a.batch % (a.micro_batches * ranks) != 0)
+    bad_argument("--batch", std::to_string(a.batch),
+                 "a multiple of --micro-batches (" + std::to_string(a.micro_batches) + ") times the " +
+                     std::to_string(ranks) + " ranks");
   std::optional<meap::token_dataset> dataset;
   const std::int64_t data_vocab = data_vocabulary(a, dataset);
   const auto config = read_config(a, data_vocab);
-  meap_examples::check_training_memory<P>("meap_pretrain", config, a.batch / a.micro_batches, a.length, budget,
+  meap_examples::check_training_memory<P>("meap_pretrain", config, a.batch / a.micro_batches / ranks, a.length, budget,
                                          "--batch/--seq-len/--config");
   const std::int32_t mask_id = static_cast<std::int32_t>(config.vocab - 1);
-  meap_examples::training_output output("meap_pretrain", a.out, a.keep_checkpoints);
+  meap_examples::rank_role role;
+  if (group != nullptr) {
+    role.lead = group->rank() == 0;
+    role.share = [group](std::string& text) { group->broadcast_host(text, 0); };
+  }
+  meap_examples::training_output output("meap_pretrain", a.out, a.keep_checkpoints, role);
 
   meap::nn::llama_model<P, Device> model(config, device);
   model.initialize(a.seed);
@@ -150,8 +165,12 @@ int run(const arguments& a, std::optional<Policy> policy, const Device& device, 
   options.micro_batches = a.micro_batches;
   options.run_metadata = {{"data", a.data}, {"batch", std::to_string(a.batch)}, {"seq_len", std::to_string(a.length)}};
   meap::train::pretrainer<P, Device, Policy> trainer(model, policy, options);
+  if (group != nullptr) trainer.distribute(*group, a.zero1 ? meap::dist::sharding::zero1 : meap::dist::sharding::replicated);
   output.start(trainer, a.resume, a.allow_changes);
-  std::fprintf(stderr,
+  if (group != nullptr && output.lead())
+    std::fprintf(stderr, "data parallel: %lld ranks of %lld rows each%s\n", static_cast<long long>(ranks),
+                 static_cast<long long>(a.batch / ranks), a.zero1 ? ", AdamW state sharded (ZeRO-1)" : "");
+  if (output.lead()) std::fprintf(stderr,
                "model: %lld parameters (vocab %lld, d %lld, %lld layers); %s on %s; policy %s; %lld steps of %lld x %lld"
                " in %lld micro-batch(es)\n",
                static_cast<long long>(config.parameter_count()), static_cast<long long>(config.vocab),
@@ -172,7 +191,8 @@ int run(const arguments& a, std::optional<Policy> policy, const Device& device, 
     else synthetic_batch(a.seed, step, tokens.view());
     const auto r = trainer.step(tokens.view());
     skipped += r.skipped;
-    if (r.skipped) std::fprintf(stderr, "\nstep %llu skipped: %s\n", static_cast<unsigned long long>(step), r.skip_reason.c_str());
+    if (r.skipped && output.lead())
+      std::fprintf(stderr, "\nstep %llu skipped: %s\n", static_cast<unsigned long long>(step), r.skip_reason.c_str());
     output.log(r);
     smoothed = step == first ? r.loss : 0.9 * smoothed + 0.1 * r.loss;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -180,29 +200,36 @@ int run(const arguments& a, std::optional<Policy> policy, const Device& device, 
     const double eta = elapsed / done * static_cast<double>(static_cast<std::uint64_t>(a.steps) - step - 1);
     char mfu[32] = "";
     if (peak_flops > 0)
-      std::snprintf(mfu, sizeof mfu, "  MFU %4.1f%%", 100.0 * r.tokens_per_second * flops_per_token / peak_flops);
-    std::fprintf(stderr, "\rstep %6llu/%lld  loss %.4f (avg %.4f)  lr %.2e  |g| %.3f  %8.0f tok/s%s  ETA %s ",
-                 static_cast<unsigned long long>(step + 1), static_cast<long long>(a.steps), r.loss, smoothed, r.lr,
-                 r.grad_norm, r.tokens_per_second, mfu, meap_examples::format_duration(eta).c_str());
+      std::snprintf(mfu, sizeof mfu, "  MFU %4.1f%%",
+                    100.0 * r.tokens_per_second * flops_per_token / (peak_flops * static_cast<double>(ranks)));
+    if (output.lead())
+      std::fprintf(stderr, "\rstep %6llu/%lld  loss %.4f (avg %.4f)  lr %.2e  |g| %.3f  %8.0f tok/s%s  ETA %s ",
+                   static_cast<unsigned long long>(step + 1), static_cast<long long>(a.steps), r.loss, smoothed, r.lr,
+                   r.grad_norm, r.tokens_per_second, mfu, meap_examples::format_duration(eta).c_str());
     if (a.checkpoint_every > 0 && (step + 1) % static_cast<std::uint64_t>(a.checkpoint_every) == 0) (void)output.checkpoint(trainer);
   }
   const auto final_checkpoint = output.checkpoint(trainer);
-  std::fprintf(stderr, "\ndone: final loss (avg) %.4f, %d skipped steps; loss curve %s, checkpoint %s\n", smoothed, skipped,
-               output.loss_log().path().c_str(), final_checkpoint.path.c_str());
+  if (output.lead())
+    std::fprintf(stderr, "\ndone: final loss (avg) %.4f, %d skipped steps; loss curve %s, checkpoint %s\n", smoothed,
+                 skipped, output.loss_log().path().c_str(), final_checkpoint.path.c_str());
   return 0;
 }
 
 // The policy the arguments name, then run<P, Device, Policy>.
 template <class P, class Device>
-int run_with_policy(const arguments& a, const Device& device, double peak_flops, const memory_budget& budget) {
-  if (a.policy == "ntp") return run<P, Device, meap::masking::fixed_ratio>(a, std::nullopt, device, peak_flops, budget);
+int run_with_policy(const arguments& a, const Device& device, double peak_flops, const memory_budget& budget,
+                    meap::dist::process_group<Device>* group = nullptr) {
+  if (a.policy == "ntp")
+    return run<P, Device, meap::masking::fixed_ratio>(a, std::nullopt, device, peak_flops, budget, group);
   if (a.policy == "span")
-    return run<P, Device, meap::masking::span>(a, meap::masking::span{.ratio = a.mask_ratio}, device, peak_flops, budget);
+    return run<P, Device, meap::masking::span>(a, meap::masking::span{.ratio = a.mask_ratio}, device, peak_flops, budget,
+                                               group);
   return run<P, Device, meap::masking::fixed_ratio>(a, meap::masking::fixed_ratio{.ratio = a.mask_ratio}, device,
-                                                    peak_flops, budget);
+                                                    peak_flops, budget, group);
 }
 
-// Defined in meap_pretrain_cuda.cu when meap is built with CUDA.
-int run_cuda(const arguments& a);
+// Defined in meap_pretrain_cuda.cu when meap is built with CUDA. `host`: the MPI group under
+// mpirun (the GPU run then goes over NCCL), or nullptr.
+int run_cuda(const arguments& a, meap::dist::process_group<meap::cpu>* host);
 
 }  // namespace meap_pretrain

@@ -96,7 +96,8 @@ stage_build() {
   local lib
   for lib in $(ldd "$stage"/bin/* 2>/dev/null | awk '/=> \// {print $3}' | sort -u); do
     case "$(basename "$lib")" in
-      libc.so* | libm.so* | libdl.so* | librt.so* | libpthread.so* | ld-linux* | libcuda.so* | libcublas*) ;;
+      # NCCL (218 MB) comes from the GPU machine's CUDA toolkit or PyTorch (find_cuda_library_dirs).
+      libc.so* | libm.so* | libdl.so* | librt.so* | libpthread.so* | ld-linux* | libcuda.so* | libcublas* | libnccl*) ;;
       *) cp -L "$lib" "$stage/lib/" ;;
     esac
   done
@@ -205,13 +206,19 @@ step() {
 skip_step() { record "$1" "$2" "skipped" 0 - "$3"; printf '  %-62s %-8s        %s\n' "$1" skipped "$3"; }
 
 # Where the GPU machine keeps cuBLASLt: the CUDA toolkit's lib64, or PyTorch's nvidia-cublas wheel.
-find_cublaslt_dirs() {
+find_cuda_library_dirs() {
   local dirs=() d
   for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64; do
     [[ -e "$d/libcublasLt.so.13" ]] && dirs+=("$d")
   done
   d=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
   [[ -n "$d" && -e "$d/libcublasLt.so.13" ]] && dirs+=("$d")
+  # NCCL (test_dist_cuda): the toolkit's copy, or PyTorch's wheel's.
+  for d in /usr/local/cuda/lib /usr/local/cuda/lib64 /usr/local/cuda-*/lib /usr/lib/x86_64-linux-gnu; do
+    [[ -e "$d/libnccl.so.2" ]] && dirs+=("$d") && break
+  done
+  d=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
+  [[ -n "$d" && -e "$d/libnccl.so.2" ]] && dirs+=("$d")
   local IFS=:
   echo "${dirs[*]}"
 }
@@ -241,7 +248,7 @@ prepare_programs() {
     bin=""
   fi
   local cublas_dirs
-  cublas_dirs=$(find_cublaslt_dirs)
+  cublas_dirs=$(find_cuda_library_dirs)
   [[ -n "$cublas_dirs" ]] && export LD_LIBRARY_PATH="$cublas_dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   if [[ -n "$bin" ]]; then
     local missing
@@ -313,7 +320,7 @@ wanted() { [[ ",$parts," == *",$1,"* ]]; }
 run_tests() {
   local boost_args=(--log_level=test_suite --report_level=short --color_output=no) test
   for test in test_core_cuda test_masking_cuda test_optim_cuda test_layers_cuda test_attention_cuda test_nn_cuda test_train_cuda \
-    test_eval_cuda test_dlpack_cuda; do
+    test_eval_cuda test_dlpack_cuda test_dist_cuda; do
     if have "$test"; then
       step "$test" test 240 "$bin/$test" "${boost_args[@]}"
     else

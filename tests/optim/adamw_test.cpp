@@ -366,6 +366,54 @@ BOOST_AUTO_TEST_CASE(exported_state_resumes_bit_identically) {
   BOOST_TEST(std::memcmp(a_store.value(0).data(), fresh_store.value(0).data(), 12 * sizeof(float)) != 0);
 }
 
+// ZeRO-1's building block: optimizers sharded over two ranges of one store, each stepping its own
+// range, update every parameter exactly as one optimizer over the whole store (shards that cut a
+// parameter and the boundary between decay and no decay included); their moments are the whole
+// optimizer's, piece by piece; a sharded optimizer loads the whole state and keeps its piece.
+BOOST_AUTO_TEST_CASE(sharded_optimizers_update_like_one) {
+  const std::vector<store_of<meap::fp32>::spec> specs = {{"w", {3, 50}, std::vector<float>(150, 0.3f), true},
+                                                         {"n", {40}, std::vector<float>(40, 1.0f), false},
+                                                         {"v", {70}, std::vector<float>(70, -0.2f), true}};
+  store_of<meap::fp32> whole_store(specs), sharded_store(specs);
+  const meap::adamw_config config{.lr = 1e-2, .weight_decay = 0.1};
+  meap::adamw<meap::fp32, meap::cpu> whole(config), low(config), high(config);
+  const meap::index_t n = whole_store.store.flat_size(), cut = 100;  // inside "w"
+  low.shard(0, cut);
+  high.shard(cut, n);
+  BOOST_TEST(low.sharded());
+  for (std::uint64_t t = 0; t < 4; ++t) {
+    for (meap::index_t k = 0; k < whole_store.store.size(); ++k) {
+      auto g = whole_store.grad(k);
+      fill_gradient(g, 7 + static_cast<std::uint64_t>(k), t, 1.0);
+      whole_store.set_grad(k, g);
+      sharded_store.set_grad(k, g);
+    }
+    whole.step(meap::cpu{}, whole_store.store, config.lr);
+    low.step(meap::cpu{}, sharded_store.store, config.lr);
+    high.step(meap::cpu{}, sharded_store.store, config.lr);
+  }
+  const auto a = whole_store.store.master_flat(), b = sharded_store.store.master_flat();
+  BOOST_TEST(std::memcmp(a.data(), b.data(), static_cast<std::size_t>(n) * sizeof(float)) == 0);
+  BOOST_TEST(low.exp_avg().numel() == cut);
+  BOOST_TEST(high.exp_avg().numel() == n - cut);
+  BOOST_TEST(std::memcmp(whole.exp_avg().data() + cut, high.exp_avg().data(),
+                         static_cast<std::size_t>(n - cut) * sizeof(float)) == 0);
+  BOOST_CHECK_EXCEPTION((void)low.state_views(sharded_store.store), meap::error,
+                        error_says("meap::adamw::state_views", "this", {"sharded", "gather"}));
+  // The whole state into a fresh sharded optimizer: its piece, bit for bit.
+  const stored_state saved(whole.state_views(whole_store.store));
+  meap::adamw<meap::fp32, meap::cpu> reloaded(config);
+  reloaded.shard(cut, n);
+  reloaded.load_state(meap::cpu{}, sharded_store.store, saved);
+  BOOST_TEST(reloaded.steps() == 4);
+  BOOST_TEST(std::memcmp(whole.exp_avg_sq().data() + cut, reloaded.exp_avg_sq().data(),
+                         static_cast<std::size_t>(n - cut) * sizeof(float)) == 0);
+  // A shard is set before any state.
+  BOOST_CHECK_EXCEPTION(whole.shard(0, 10), meap::error, error_says("meap::adamw::shard", "this", {"before the first step"}));
+  meap::adamw<meap::fp32, meap::cpu> bad(config);
+  BOOST_CHECK_EXCEPTION(bad.shard(5, 2), meap::error, error_says("meap::adamw::shard", "end", {"[begin, end)"}));
+}
+
 BOOST_AUTO_TEST_CASE(load_state_rejects_bad_state_and_keeps_the_old_one) {
   store_of<meap::fp64> s({{"w", {2}, {1, 2}, true}, {"v", {1}, {3}, true}});
   s.set_grad(0, {0.5, 0.5});

@@ -21,6 +21,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <numbers>
 #include <span>
@@ -219,11 +220,24 @@ class llama_model {
   }
 
   // Accumulates every parameter gradient from d_hidden = dL/d(hidden), (N, d).
-  void backward(const Device& device, const context& ctx, const tensor_view<const T, Device>& d_hidden) {
+  //
+  // `done` (optional) is told, as the pass goes, from which offset of the store's flat gradient
+  // buffer on every gradient is final: after the final norm, after each block (last to first),
+  // then 0 after the embedding. Parameters are laid out embedding, blocks, norm, head, and the
+  // head's gradient is complete before backward starts (the loss wrote it), so what lies above
+  // the offset is untouched for the rest of the pass: a data-parallel trainer starts reducing it
+  // while the earlier layers still run (train/pretrain.hpp).
+  void backward(const Device& device, const context& ctx, const tensor_view<const T, Device>& d_hidden,
+                const std::function<void(index_t)>& done = {}) {
     check_shape("meap::nn::llama_model::backward", "d_hidden", d_hidden, ctx.hidden.shape());
     auto dx = norm.backward(device, ctx.norm_ctx, d_hidden);
-    for (std::size_t i = blocks.size(); i-- > 0;) dx = blocks[i].backward(device, ctx.block_ctx[i], dx.view());
+    if (done) done(store_->entry(norm.weight_id()).offset);
+    for (std::size_t i = blocks.size(); i-- > 0;) {
+      dx = blocks[i].backward(device, ctx.block_ctx[i], dx.view());
+      if (done) done(block_start(i));
+    }
     embed_tokens.backward(device, ctx.embed_ctx, dx.view());
+    if (done) done(0);
   }
 
   // The LM head (V, d) in the compute type, and its gradient: the embedding's when tied.
@@ -276,6 +290,15 @@ class llama_model {
   rmsnorm<P, Device> norm;
 
   // The layers, declared in order (a helper so that `norm` can be declared after them).
+  // The flat-buffer offset of block i's first parameter.
+  index_t block_start(std::size_t i) const {
+    const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    index_t start = store_->flat_size();
+    for (const auto& e : store_->entries())
+      if (e.name.compare(0, prefix.size(), prefix) == 0) start = std::min(start, e.offset);
+    return start;
+  }
+
   static std::vector<llama_block<P, Device>> make_blocks(parameter_store<P, Device>& store, const llama_config& config) {
     std::vector<llama_block<P, Device>> list;
     list.reserve(static_cast<std::size_t>(config.layers));

@@ -37,7 +37,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -129,11 +131,13 @@ class adamw {
         static_cast<master_t>(-(lr / bias_correction1)),
     };
     const auto copy = store.compute_copy();
+    const auto [begin, end] = range(store);
     // PyTorch skips the decay multiply when weight_decay == 0; so do we (it is exact either way).
-    detail::adamw_kernels<Device>::template update<master_t, compute_t>(
-        device, segments(), store.flat_size(), store.master_flat().data(), store.grad_flat().data(), exp_avg_.data(),
-        exp_avg_sq_.data(),
-        copy.data(), scalars, config_.weight_decay != 0, with_status ? status.values.data() : nullptr);
+    if (end > begin)  // an empty shard (more ranks than alignment units) has nothing to update
+      detail::adamw_kernels<Device>::template update<master_t, compute_t>(
+        device, segments(), end - begin, store.master_flat().data() + begin, store.grad_flat().data() + begin,
+        exp_avg_.data(), exp_avg_sq_.data(), copy.data() != nullptr ? copy.data() + begin : nullptr, scalars,
+        config_.weight_decay != 0, with_status ? status.values.data() : nullptr);
     if (with_status) pending_ = true;
     else ++steps_;
   }
@@ -147,8 +151,9 @@ class adamw {
     if (owner_ != &store) {
       check_argument(owner_ == nullptr, function, "store", "another parameter store",
                      "the store this optimizer has state for (one optimizer per model)");
-      exp_avg_ = zeros<master_t>(device, dims{store.flat_size()});
-      exp_avg_sq_ = zeros<master_t>(device, dims{store.flat_size()});
+      const auto [begin, end] = range(store);
+      exp_avg_ = zeros<master_t>(device, dims{end - begin});
+      exp_avg_sq_ = zeros<master_t>(device, dims{end - begin});
       owner_ = &store;
     }
     make_segments(device, store);
@@ -162,17 +167,38 @@ class adamw {
     if (applied) ++steps_;
   }
 
-  // The moments (flat, the store's layout), or empty views before the first step.
+  // ZeRO-1 (dist/): keep state for, and update, only elements [begin, end) of the store's flat
+  // buffers (a rank's shard; the other ranks update the rest). Before any state exists (a fresh
+  // optimizer, or after reset()); load_state() then keeps the shard of a full checkpoint.
+  void shard(index_t begin, index_t end) {
+    constexpr std::string_view function = "meap::adamw::shard";
+    check_argument(owner_ == nullptr, function, "this", "an optimizer with state",
+                   "a call before the first step (or after reset())");
+    check_argument(begin >= 0 && end >= begin, function, "end", end, "a range [begin, end) with 0 <= begin <= end");
+    shard_ = {begin, end};
+  }
+  bool sharded() const noexcept { return shard_.has_value(); }
+  // The elements this optimizer updates: its shard, or all of `store`.
+  std::pair<index_t, index_t> range(const store_type& store) const {
+    if (!shard_) return {0, store.flat_size()};
+    check_argument(shard_->second <= store.flat_size(), "meap::adamw", "store", std::to_string(store.flat_size()) +
+                   " elements", "a store holding the shard [" + std::to_string(shard_->first) + ", " +
+                   std::to_string(shard_->second) + ")");
+    return *shard_;
+  }
+
+  // The moments (flat, the store's layout; a sharded optimizer's: its range only), or empty views
+  // before the first step.
   tensor_view<const master_t, Device> exp_avg() const { return exp_avg_.view(); }
   tensor_view<const master_t, Device> exp_avg_sq() const { return exp_avg_sq_.view(); }
 
-  // Forget all state (the next step is the first).
+  // Forget all state (the next step is the first). A shard set with shard() stays.
   void reset() {
     exp_avg_ = {};
     exp_avg_sq_ = {};
     table_ = {};
     segment_count_ = 0;
-    owner_ = nullptr;
+    owner_ = nullptr;  // a shard (ZeRO-1) stays: it is where this optimizer works, not state
     steps_ = 0;
     pending_ = false;
   }
@@ -183,6 +209,8 @@ class adamw {
   std::vector<named_view> state_views(const store_type& store) const {
     std::vector<named_view> views;
     if (owner_ == nullptr) return views;
+    check_argument(!shard_, "meap::adamw::state_views", "this", "a sharded optimizer (ZeRO-1)",
+                   "an optimizer with the whole state (gather the shards first: pretrainer::save does)");
     check_argument(owner_ == &store, "meap::adamw::state_views", "store", "another parameter store",
                    "the store this optimizer has state for");
     views.reserve(3 * static_cast<std::size_t>(store.size()));
@@ -235,8 +263,9 @@ class adamw {
                      "the step count of every other parameter, " + std::to_string(steps) + " ('" + first_name +
                          "'): one optimizer step counts for all parameters");
     }
-    auto device_m = to_device(device, m.view().as_const());
-    auto device_v = to_device(device, v.view().as_const());
+    const auto [begin, end] = range(store);
+    auto device_m = to_device(device, m.view().slice(0, begin, end).as_const());
+    auto device_v = to_device(device, v.view().slice(0, begin, end).as_const());
     if constexpr (!std::is_same_v<Device, cpu>) synchronize(device);  // the host copies die here
     check_argument(owner_ == nullptr || owner_ == &store, function, "store", "another parameter store",
                    "the store this optimizer has state for (one optimizer per model)");
@@ -285,14 +314,25 @@ class adamw {
   // The segment table of the store's layout, on the device (made once: a store's layout is fixed).
   void make_segments(const Device& device, const store_type& store) {
     if (table_.numel() != 0) return;
+    // Segment k spans from entry k's offset to the next entry's (alignment gaps included); a
+    // shard's table keeps the segments that meet [begin, end), relative to begin.
     const auto& entries = store.entries();
-    const auto count = static_cast<index_t>(entries.size());
+    const auto [begin, end] = range(store);
+    std::vector<std::int64_t> starts, decays;
+    for (std::size_t k = 0; k < entries.size(); ++k) {
+      const index_t first = entries[k].offset;
+      const index_t last = k + 1 < entries.size() ? entries[k + 1].offset : store.flat_size();
+      if (last <= begin || first >= end) continue;
+      starts.push_back(std::max(first, begin) - begin);
+      decays.push_back(entries[k].decay ? 1 : 0);
+    }
+    const auto count = static_cast<index_t>(starts.size());
     auto host = zeros<std::int64_t>(cpu{}, dims{2 * count + 1});
     for (index_t k = 0; k < count; ++k) {
-      host.data()[k] = entries[static_cast<std::size_t>(k)].offset;
-      host.data()[count + 1 + k] = entries[static_cast<std::size_t>(k)].decay ? 1 : 0;
+      host.data()[k] = starts[static_cast<std::size_t>(k)];
+      host.data()[count + 1 + k] = decays[static_cast<std::size_t>(k)];
     }
-    host.data()[count] = store.flat_size();
+    host.data()[count] = end - begin;
     table_ = to_device(device, host.view().as_const());
     if constexpr (!std::is_same_v<Device, cpu>) synchronize(device);  // `host` dies here
     segment_count_ = static_cast<int>(count);
@@ -307,6 +347,7 @@ class adamw {
   tensor<master_t, Device> exp_avg_sq_;
   tensor<std::int64_t, Device> table_;
   int segment_count_ = 0;
+  std::optional<std::pair<index_t, index_t>> shard_;
 };
 
 }  // namespace meap

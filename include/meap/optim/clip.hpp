@@ -119,4 +119,38 @@ void clip_factor(const Device& device, const tensor_view<T, Device>& grads, doub
   detail::clip_kernels<Device>::template factor<U>(device, grads.as_const(), max_norm, loss_scale, status);
 }
 
+// The flat form split in two, for gradients spread over processes (ZeRO-1, dist/): each rank
+// writes the sum of squares of its shard of the (loss-scaled) gradients into sum (1), without
+// waiting; once the ranks' sums are gathered into sums (k, rank order), clip_factor_from_sums
+// adds them in that order and decides the step as clip_factor does (norm = sqrt(sum) /
+// loss_scale). Unlike clip_factor there is no rescaled second pass for double gradients beyond
+// 1e154: their norm comes out infinite and the step is skipped.
+template <class T, device Device>
+  requires layer_element<std::remove_const_t<T>, Device>
+void sum_of_squares(const Device& device, const tensor_view<T, Device>& grads, const tensor_view<double, Device>& sum) {
+  using U = std::remove_const_t<T>;
+  constexpr std::string_view function = "meap::sum_of_squares";
+  check_argument(grads.rank() == 1, function, "grads", "shape " + to_string(grads.shape()), "a rank-1 (flat) buffer");
+  check_contiguous(function, "grads", grads);
+  check_shape(function, "sum", sum, dims{1});
+  check_colocated<Device>(function, {at("grads", grads), at("sum", sum)});
+  detail::clip_kernels<Device>::template sum_of_squares<U>(device, grads.as_const(), sum.data());
+}
+
+template <device Device>
+void clip_factor_from_sums(const Device& device, const tensor_view<const double, Device>& sums, double max_norm,
+                           const step_status<Device>& status, double loss_scale = 1.0) {
+  constexpr std::string_view function = "meap::clip_factor_from_sums";
+  check_argument(max_norm > 0 && !std::isnan(max_norm), function, "max_norm", max_norm,
+                 "a value > 0 (infinity for no clipping)");
+  check_argument(std::isfinite(loss_scale) && loss_scale > 0, function, "loss_scale", loss_scale, "a finite value > 0");
+  check_argument(sums.rank() == 1 && sums.size(0) >= 1, function, "sums", "shape " + to_string(sums.shape()),
+                 "(k) sums of squares, k >= 1");
+  check_contiguous(function, "sums", sums);
+  detail::check_status(function, status);
+  check_colocated<Device>(function, {at("sums", sums), at("status.values", status.values),
+                                     at("status.checks", status.checks)});
+  detail::clip_kernels<Device>::factor_from_sums(device, sums.data(), sums.numel(), max_norm, loss_scale, status);
+}
+
 }  // namespace meap

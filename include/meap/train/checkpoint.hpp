@@ -417,18 +417,28 @@ inline std::vector<std::string> compare_configs(std::string_view function, const
 // step is bit-identical to the one an uninterrupted run would take. The files are written one
 // after the other: use a checkpoint_series (train/checkpoint_series.hpp) to commit them as one
 // unit.
+//
+// This form takes AdamW's moments as whole flat host buffers in the store's layout (empty views:
+// no optimizer state yet) and its step count: what a ZeRO-1 trainer, whose optimizer holds one
+// shard, gathers before writing (train/pretrain.hpp). The form after it takes the optimizer.
 template <class P, class Device>
 void save_training_checkpoint(const std::filesystem::path& directory, const nn::llama_model<P, Device>& model,
-                              const adamw<P, Device>& optimizer, const trainer_state& state) {
+                              const tensor_view<const typename P::master_t, cpu>& m,
+                              const tensor_view<const typename P::master_t, cpu>& v, std::int64_t steps,
+                              const trainer_state& state) {
   using M = typename P::master_t;
-  save_model(directory, model, dtype_of<M>, state.next_step);
+  constexpr std::string_view function = "meap::train::save_training_checkpoint";
   const auto& store = model.store();
+  for (const auto& [name, moment] : {std::pair{"exp_avg", &m}, std::pair{"exp_avg_sq", &v}})
+    if (moment->numel() != 0) {
+      check_shape(function, name, *moment, dims{store.flat_size()});
+      check_contiguous(function, name, *moment);
+    }
+  check_argument(m.numel() == v.numel(), function, "exp_avg_sq", "shape " + to_string(v.shape()),
+                 "the shape of exp_avg, " + to_string(m.shape()));
+  save_model(directory, model, dtype_of<M>, state.next_step);
   safetensors_writer writer;
-  tensor<M, cpu> m, v;
-  std::int64_t steps = optimizer.steps();
-  if (optimizer.exp_avg().numel() != 0) {
-    m = detail::host_copy(store.device(), optimizer.exp_avg());
-    v = detail::host_copy(store.device(), optimizer.exp_avg_sq());
+  if (m.numel() != 0) {
     for (const auto& e : store.entries()) {
       writer.add(adamw<P, Device>::exp_avg_name(e.name), tensor_view<const M, cpu>(m.data() + e.offset, e.shape));
       writer.add(adamw<P, Device>::exp_avg_sq_name(e.name), tensor_view<const M, cpu>(v.data() + e.offset, e.shape));
@@ -442,6 +452,18 @@ void save_training_checkpoint(const std::filesystem::path& directory, const nn::
   if (!state.run_settings.empty()) writer.add_metadata("meap.run", state.run_settings);
   writer.add_data_checksum();
   writer.save(directory / "trainer.safetensors");
+}
+
+template <class P, class Device>
+void save_training_checkpoint(const std::filesystem::path& directory, const nn::llama_model<P, Device>& model,
+                              const adamw<P, Device>& optimizer, const trainer_state& state) {
+  using M = typename P::master_t;
+  tensor<M, cpu> m, v;
+  if (optimizer.exp_avg().numel() != 0) {
+    m = detail::host_copy(model.store().device(), optimizer.exp_avg());
+    v = detail::host_copy(model.store().device(), optimizer.exp_avg_sq());
+  }
+  save_training_checkpoint(directory, model, m.view().as_const(), v.view().as_const(), optimizer.steps(), state);
 }
 
 // Restores a checkpoint written by save_training_checkpoint into `model` and `optimizer`. Checks

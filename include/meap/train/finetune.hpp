@@ -412,8 +412,17 @@ class finetuner {
   // Checkpoints: the pretrainer's (weights, optimizer, step, run settings including the
   // fine-tuning options and a fingerprint of the data, so that resuming on other data or with
   // other options is refused unless allowed).
+  // Data parallel (pretrainer::distribute): every rank builds the same global batch from the plan
+  // and trains its rows of it. Before the first step and before resume().
+  void distribute(dist::process_group<Device>& group, dist::sharding sharding = dist::sharding::replicated,
+                  std::size_t bucket_bytes = std::size_t{25} << 20) {
+    trainer_.distribute(group, sharding, bucket_bytes);
+  }
+
   void save(const std::filesystem::path& directory) { trainer_.save(directory); }
   checkpoint_entry save(checkpoint_series& series) { return trainer_.save(series); }
+  // Distributed: the series on rank 0, nullptr on the others (pretrainer::save).
+  std::optional<checkpoint_entry> save(checkpoint_series* series) { return trainer_.save(series); }
   std::vector<std::string> resume(const std::filesystem::path& directory, resume_changes changes = resume_changes::refuse) {
     return trainer_.resume(directory, changes);
   }

@@ -24,11 +24,20 @@
 //
 // step(prepared_batch) runs the same step on rows whose inputs, labels, positions and segments
 // the caller built (no masking policy): the fine-tuner (finetune.hpp) is such a batch builder.
+//
+// Data parallel (docs/distributed.md): after distribute(group), every rank is handed the same
+// global batch and trains its rows [r G / N, (r + 1) G / N), masked by their global row index,
+// so N ranks see exactly the batch and the masks one rank would; the loss is divided by the
+// global count of labelled positions, the gradients summed over the ranks (all-reduce, or
+// reduce-scatter under ZeRO-1, which then all-gathers the updated parameters), and every rank
+// reports the same numbers. Checkpoints hold the whole state and are written by rank 0; any
+// number of ranks resumes from them.
 #pragma once
 
 #include <meap/core/deferred_checks.hpp>
 #include <meap/core/precision.hpp>
 #include <meap/core/tensor.hpp>
+#include <meap/dist/process_group.hpp>
 #include <meap/kernels/cross_entropy.hpp>
 #include <meap/masking/apply.hpp>
 #include <meap/masking/fixed_ratio.hpp>
@@ -45,6 +54,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -174,6 +185,49 @@ class pretrainer {
 
   std::uint64_t next_step() const { return step_; }
   adamw<P, Device>& optimizer() { return optimizer_; }
+
+  // Trains as one rank of `group` from now on (see the top of this file); before the first step,
+  // and before resume(). Rank 0's parameters are copied to every rank first, so the ranks start
+  // equal even if their initializations differed. `group` must outlive the trainer.
+  //
+  // Replicated, on a group that overlaps (NCCL), the last micro-batch's backward pass starts the
+  // sums of finished gradients in buckets of at least `bucket_bytes` (as PyTorch DDP's 25 MiB)
+  // while the earlier layers still run.
+  void distribute(dist::process_group<Device>& group, dist::sharding sharding = dist::sharding::replicated,
+                  std::size_t bucket_bytes = std::size_t{25} << 20) {
+    constexpr std::string_view function = "meap::train::pretrainer::distribute";
+    check_argument(group_ == nullptr, function, "group", "a second group", "one call per trainer");
+    check_argument(steps_run_ == 0, function, "this", "a trainer that has run " + std::to_string(steps_run_) + " step(s)",
+                   "a call before the first step");
+    const int ranks = group.size();
+    check_argument(static_cast<std::uint64_t>(ranks) * static_cast<std::uint64_t>(options_.micro_batches) <=
+                       masking::max_micro_batches,
+                   function, "group", std::to_string(ranks) + " ranks x " + std::to_string(options_.micro_batches) +
+                                          " micro-batches",
+                   "at most " + std::to_string(masking::max_micro_batches) + " micro-batches over all ranks");
+    check_argument(bucket_bytes >= 1, function, "bucket_bytes", "0", "a positive bucket size");
+    group_ = &group;
+    sharding_ = sharding;
+    bucket_bytes_ = bucket_bytes;
+    auto& store = model_.store();
+    const index_t n = store.flat_size();
+    bounds_ = dist::shard_bounds(n, ranks);
+    // Rank 0's parameters everywhere: an all-gather in which rank 0 owns every element.
+    std::vector<index_t> from_rank0(static_cast<std::size_t>(ranks) + 1, n);
+    from_rank0[0] = 0;
+    group.all_gather(device_, to_any(store.master_flat()), from_rank0);
+    store.refresh_compute(device_);
+    if (sharding == dist::sharding::zero1) {
+      optimizer_.reset();
+      optimizer_.shard(bounds_[static_cast<std::size_t>(group.rank())], bounds_[static_cast<std::size_t>(group.rank()) + 1]);
+      optimizer_.prepare(device_, store);
+      shard_sums_ = zeros<double>(device_, dims{ranks});
+    }
+    group.synchronize(device_);
+  }
+  // The group of distribute(), or nullptr.
+  dist::process_group<Device>* group() const noexcept { return group_; }
+  dist::sharding sharding() const noexcept { return sharding_; }
   const pretrain_options& options() const { return options_; }
   double loss_scale() const { return loss_scale_; }
 
@@ -187,31 +241,39 @@ class pretrainer {
     check_argument(tokens.rank() == 2 && tokens.size(1) >= 2 && tokens.size(0) >= 1, function, "tokens",
                    "shape " + to_string(tokens.shape()), "(G, T + 1) token ids with G >= 1 and T >= 1");
     const index_t M = options_.micro_batches, rows = tokens.size(0), L = tokens.size(1) - 1;
-    check_argument(rows % M == 0, function, "tokens", "shape " + to_string(tokens.shape()),
-                   "a row count that is a multiple of micro_batches = " + std::to_string(M));
+    check_argument(rows % (M * ranks()) == 0, function, "tokens", "shape " + to_string(tokens.shape()),
+                   "a row count that is a multiple of micro_batches = " + std::to_string(M) +
+                       (ranks() > 1 ? " times the " + std::to_string(ranks()) + " ranks" : std::string()));
     check_argument(L <= model_.config().max_seq, function, "tokens", "length T = " + std::to_string(L),
                    "T <= max_seq = " + std::to_string(model_.config().max_seq));
     if (segment_ids.rank() != 0)
       check_argument(segment_ids.shape() == tokens.shape() || segment_ids.shape() == dims{rows, L}, function,
                      "segment_ids", "shape " + to_string(segment_ids.shape()),
                      "shape " + to_string(tokens.shape()) + " or " + to_string(dims{rows, L}));
+    check_ids_everywhere(function, "tokens", tokens);
     const auto start = std::chrono::steady_clock::now();
-    const index_t B = rows / M;
     step_report report = begin_report(rows, L);
+    // This rank's rows of the global batch, as M micro-batches of B rows; micro-batch m of rank r
+    // is micro-batch r M + m of the step, so its masks are keyed by the rows' global indices.
+    const index_t local = rows / ranks(), first = local * rank(), B = local / M;
+    const auto mine = [&](const auto& view) { return view.slice(0, first, first + local); };
+    const auto local_tokens = mine(tokens);
+    const auto local_segments = segment_ids.rank() != 0 ? mine(segment_ids) : segment_ids;
 
     // 1. On the host, before any device work (so that bad batches throw with nothing changed):
     //    inputs, labels and masks of every micro-batch.
-    input_ids_.reshape(dims{rows, L});
-    labels_.reshape(dims{rows, L});
-    mask_.reshape(dims{rows, L});
+    input_ids_.reshape(dims{local, L});
+    labels_.reshape(dims{local, L});
+    mask_.reshape(dims{local, L});
     if (segment_ids.rank() != 0) {
-      segments_.reshape(dims{rows, L});
-      copy(cpu{}, segment_ids.slice(1, 0, L), segments_.view());
+      segments_.reshape(dims{local, L});
+      copy(cpu{}, local_segments.slice(1, 0, L), segments_.view());
     }
     for (index_t m = 0; m < M; ++m) {
       const auto part = [&](const auto& view) { return view.slice(0, m * B, (m + 1) * B); };
-      make_inputs(part(tokens), segment_ids.rank() != 0 ? part(segment_ids) : segment_ids, static_cast<std::uint32_t>(m),
-                  part(input_ids_.view()), part(labels_.view()), part(mask_.view()), report.masked);
+      make_inputs(part(local_tokens), segment_ids.rank() != 0 ? part(local_segments) : local_segments,
+                  static_cast<std::uint32_t>(rank() * M + m), part(input_ids_.view()), part(labels_.view()),
+                  part(mask_.view()), report.masked);
     }
     return run_staged(report, false, segment_ids.rank() != 0, start);
   }
@@ -224,8 +286,9 @@ class pretrainer {
     check_argument(ids.rank() == 2 && ids.size(0) >= 1 && ids.size(1) >= 1, function, "batch.input_ids",
                    "shape " + to_string(ids.shape()), "(G, L) token ids with G >= 1 and L >= 1");
     const index_t M = options_.micro_batches, rows = ids.size(0), L = ids.size(1);
-    check_argument(rows % M == 0, function, "batch.input_ids", "shape " + to_string(ids.shape()),
-                   "a row count that is a multiple of micro_batches = " + std::to_string(M));
+    check_argument(rows % (M * ranks()) == 0, function, "batch.input_ids", "shape " + to_string(ids.shape()),
+                   "a row count that is a multiple of micro_batches = " + std::to_string(M) +
+                       (ranks() > 1 ? " times the " + std::to_string(ranks()) + " ranks" : std::string()));
     check_argument(L <= model_.config().max_seq, function, "batch.input_ids", "length L = " + std::to_string(L),
                    "L <= max_seq = " + std::to_string(model_.config().max_seq));
     const auto same_shape = [&](const tensor_view<const std::int32_t, cpu>& view, const char* name, bool optional) {
@@ -254,12 +317,17 @@ class pretrainer {
                                  "a position in [0, max_seq = " + std::to_string(model_.config().max_seq) + ")");
         }
       }
+    check_ids_everywhere(function, "batch.input_ids", ids);
     const auto start = std::chrono::steady_clock::now();
     step_report report = begin_report(rows, L);
-    report.masked = batch.masked;
-    const auto stage = [](auto& staging, const tensor_view<const std::int32_t, cpu>& view) {
-      staging.reshape(view.shape());
-      copy(cpu{}, view, staging.view());
+    report.masked = rank() == 0 ? batch.masked : 0;  // the batch's count, added up over the ranks below
+    // This rank's rows (all of them on one process); every rank checked the whole batch above,
+    // so a bad batch throws on every rank alike, before any collective.
+    const index_t local = rows / ranks(), first = local * rank();
+    const auto stage = [&](auto& staging, const tensor_view<const std::int32_t, cpu>& view) {
+      const auto mine = view.slice(0, first, first + local);
+      staging.reshape(mine.shape());
+      copy(cpu{}, mine, staging.view());
     };
     stage(input_ids_, ids);
     stage(labels_, batch.labels);
@@ -309,12 +377,37 @@ class pretrainer {
   // save(directory) writes the checkpoint's files into `directory` one after the other;
   // save(series) commits them as one unit (checkpoint_series.hpp) and is what a run that must
   // survive a kill uses.
+  //
+  // Distributed (distribute()): every rank calls save (ZeRO-1 gathers the moments), rank 0
+  // writes; the others learn whether that worked, so a failed write throws on every rank and no
+  // rank waits for one that stopped. save(series) is for one process; a distributed trainer calls
+  // save(&series) on rank 0 and save(nullptr) on the others.
   void save(const std::filesystem::path& directory) {
-    save_training_checkpoint(directory, model_, optimizer_,
-                             {step_, options_.masking.seed, loss_scale_, run_settings().dump(), {}});
+    if (group_ == nullptr) {
+      save_training_checkpoint(directory, model_, optimizer_, state_to_save());
+      return;
+    }
+    (void)save_distributed([&] {
+      write_checkpoint(directory);
+      return checkpoint_entry{step_, directory};
+    });
   }
   checkpoint_entry save(checkpoint_series& series) {
+    if (group_ != nullptr) return save(&series).value();
     return series.commit(step_, [&](const std::filesystem::path& directory) { save(directory); });
+  }
+  std::optional<checkpoint_entry> save(checkpoint_series* series) {
+    constexpr std::string_view function = "meap::train::pretrainer::save";
+    if (group_ == nullptr) {
+      check_argument(series != nullptr, function, "series", "nullptr", "the run's checkpoint series");
+      return save(*series);
+    }
+    check_argument((series != nullptr) == (rank() == 0), function, "series",
+                   series != nullptr ? "a series on rank " + std::to_string(rank()) : std::string("nullptr on rank 0"),
+                   "the run's series on rank 0 and nullptr on the other ranks (rank 0 writes)");
+    return save_distributed([&] {
+      return series->commit(step_, [&](const std::filesystem::path& directory) { write_checkpoint(directory); });
+    });
   }
 
   // Restores the checkpoint in `directory`, after comparing its run with this one: a model of
@@ -352,6 +445,14 @@ class pretrainer {
       }
     };
     const auto state = load_training_checkpoint(directory, model_, optimizer_, compare);
+    if (group_ != nullptr) {  // every rank must have read the same checkpoint
+      std::int64_t steps[2] = {static_cast<std::int64_t>(state.next_step), 1};
+      group_->all_reduce_host(steps);
+      if (steps[0] != static_cast<std::int64_t>(state.next_step) * steps[1])
+        throw_argument_error(function, "directory", directory.string() + " (step " + std::to_string(state.next_step) +
+                                                        " on rank " + std::to_string(rank()) + ")",
+                             "the same checkpoint on every rank (a directory every rank reads)");
+    }
     step_ = state.next_step;
     if (P::loss_scaling && state.loss_scale > 0) loss_scale_ = state.loss_scale;
     clean_steps_ = 0;
@@ -368,6 +469,40 @@ class pretrainer {
   }
 
  private:
+  trainer_state state_to_save() const {
+    return {step_, options_.masking.seed, loss_scale_, run_settings().dump(), {}};
+  }
+
+  // Rank 0's part of a distributed save: the checkpoint's files from the gathered state.
+  void write_checkpoint(const std::filesystem::path& directory) {
+    save_training_checkpoint(directory, model_, pending_moments_.first.view().as_const(),
+                             pending_moments_.second.view().as_const(), optimizer_.steps(), state_to_save());
+  }
+
+  // Gathers the state, lets rank 0 run `write`, and tells every rank how it went.
+  template <class Write>
+  std::optional<checkpoint_entry> save_distributed(Write&& write) {
+    pending_moments_ = whole_moments();
+    std::optional<checkpoint_entry> entry;
+    std::exception_ptr failure;
+    std::string message;
+    if (rank() == 0) {
+      try {
+        entry = write();
+      } catch (const std::exception& e) {
+        failure = std::current_exception();
+        message = e.what();
+        if (message.empty()) message = "unknown error";
+      }
+    }
+    pending_moments_ = {};
+    group_->broadcast_host(message, 0);
+    if (failure) std::rethrow_exception(failure);
+    if (!message.empty())
+      throw error("meap::train::pretrainer::save: rank 0 could not write the checkpoint: " + message);
+    return entry;
+  }
+
   step_report begin_report(index_t rows, index_t L) const {
     step_report report;
     report.step = step_;
@@ -391,6 +526,12 @@ class pretrainer {
       const std::int32_t* labels = labels_.view().slice(0, m * B, (m + 1) * B).data();
       for (index_t i = 0; i < B * L; ++i) selected[static_cast<std::size_t>(m)] += labels[i] != ignore_index;
       selected_total += selected[static_cast<std::size_t>(m)];
+    }
+    if (group_ != nullptr) {  // the global counts: the loss is the mean over the global batch
+      std::int64_t counts[2] = {selected_total, report.masked};
+      group_->all_reduce_host(counts);
+      selected_total = counts[0];
+      report.masked = counts[1];
     }
     report.loss_tokens = selected_total;
 
@@ -421,15 +562,21 @@ class pretrainer {
       loss_options.checks = checks;
       (void)linear_cross_entropy<T, G>(device_, ctx.hidden.view(), model_.head_weight(), inputs_flat(labels, B * L),
                                        d_hidden.view(), model_.head_grad(), loss_options);
-      model_.backward(device_, ctx, d_hidden.view());
+      if (m + 1 == M && overlapped()) model_.backward(device_, ctx, d_hidden.view(), bucket_starter());
+      else model_.backward(device_, ctx, d_hidden.view());
     }
-    clip_factor(device_, store.grad_flat().as_const(), options_.clip_norm, status, loss_scale_);
-    optimizer_.step(device_, store, report.lr, status);
+    if (group_ == nullptr) {
+      clip_factor(device_, store.grad_flat().as_const(), options_.clip_norm, status, loss_scale_);
+      optimizer_.step(device_, store, report.lr, status);
+    } else {
+      reduce_and_update(report.lr, status);
+    }
 
     // 3. The step's one wait: its status comes back.
     copy(device_, status_values_.view().as_const(), report_values_.view());
     copy(device_, status_checks_.view().as_const(), report_checks_.view());
-    synchronize(device_);
+    if (group_ != nullptr) group_->synchronize(device_);
+    else synchronize(device_);
     const double* values = report_values_.data();
     const bool applied = values[static_cast<int>(status_value::update)] != 0.0;
     optimizer_.finish_step(applied);
@@ -445,9 +592,101 @@ class pretrainer {
     }
     update_loss_scale(applied, report.loss);
     ++step_;
+    ++steps_run_;
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     report.tokens_per_second = report.seconds > 0 ? static_cast<double>(report.tokens) / report.seconds : 0.0;
     return report;
+  }
+
+  // Distributed: every rank checks the token ids of the whole global batch before the step's
+  // first collective, so that a bad id throws on every rank alike (one process leaves the check
+  // to the embedding, which throws before any update too).
+  void check_ids_everywhere(std::string_view function, std::string_view name,
+                            const tensor_view<const std::int32_t, cpu>& ids) const {
+    if (group_ == nullptr) return;
+    const std::int64_t vocab = model_.config().vocab;
+    for (index_t r = 0; r < ids.size(0); ++r)
+      for (index_t t = 0; t < ids.size(1); ++t)
+        if (ids(r, t) < 0 || ids(r, t) >= vocab)
+          throw_argument_error(function, name,
+                               "token " + std::to_string(ids(r, t)) + " at (" + std::to_string(r) + ", " +
+                                   std::to_string(t) + ")",
+                               "token ids in [0, " + std::to_string(vocab) + ")");
+  }
+
+  bool overlapped() const noexcept {
+    return group_ != nullptr && sharding_ == dist::sharding::replicated && group_->overlaps_backward();
+  }
+
+  // The backward pass's `done` callback: the gradients above `final_from` are final; once they
+  // make a bucket (or the pass is over), their sum over the ranks starts.
+  std::function<void(index_t)> bucket_starter() {
+    started_below_ = model_.store().flat_size();
+    return [this](index_t final_from) {
+      const index_t elements = started_below_ - final_from;
+      if (elements <= 0) return;
+      if (final_from > 0 && static_cast<std::size_t>(elements) * sizeof(G) < bucket_bytes_) return;
+      group_->start_all_reduce(device_, to_any(model_.store().grad_flat().slice(0, final_from, started_below_)));
+      started_below_ = final_from;
+    };
+  }
+
+  int ranks() const noexcept { return group_ != nullptr ? group_->size() : 1; }
+  int rank() const noexcept { return group_ != nullptr ? group_->rank() : 0; }
+
+  // Data parallel, after every micro-batch's backward: the loss sums and the deferred checks
+  // combined over the ranks (so that every rank decides the same), the gradients summed, the
+  // norm and the decision made, AdamW run: over every parameter after an all-reduce, or over this
+  // rank's shard after a reduce-scatter (ZeRO-1), whose updated parameters are then all-gathered.
+  void reduce_and_update(double lr, const step_status<Device>& status) {
+    auto& store = model_.store();
+    group_->all_reduce(device_, to_any(status_values_.view().slice(0, 0, 2)), dist::reduce_op::sum);
+    group_->all_reduce(device_, to_any(status_checks_.view()), dist::reduce_op::min);
+    if (sharding_ == dist::sharding::replicated) {
+      if (overlapped()) group_->finish_started(device_);  // the sums started during the backward pass
+      else group_->all_reduce(device_, to_any(store.grad_flat()), dist::reduce_op::sum);
+      clip_factor(device_, store.grad_flat().as_const(), options_.clip_norm, status, loss_scale_);
+      optimizer_.step(device_, store, lr, status);
+      return;
+    }
+    const auto r = static_cast<std::size_t>(rank());
+    group_->reduce_scatter(device_, to_any(store.grad_flat()), bounds_);
+    sum_of_squares(device_, store.grad_flat().slice(0, bounds_[r], bounds_[r + 1]).as_const(),
+                   shard_sums_.view().slice(0, rank(), rank() + 1));
+    std::vector<index_t> one_each(static_cast<std::size_t>(ranks()) + 1);
+    for (std::size_t k = 0; k < one_each.size(); ++k) one_each[k] = static_cast<index_t>(k);
+    group_->all_gather(device_, to_any(shard_sums_.view()), one_each);
+    clip_factor_from_sums(device_, shard_sums_.view().as_const(), options_.clip_norm, status, loss_scale_);
+    optimizer_.step(device_, store, lr, status);
+    group_->all_gather(device_, to_any(store.master_flat()), bounds_);
+    if constexpr (P::mixed) group_->all_gather(device_, to_any(store.compute_copy()), bounds_);
+  }
+
+  // AdamW's moments as whole flat host buffers, for a checkpoint: gathered from every rank's
+  // shard under ZeRO-1 (a collective: every rank calls it), copied from this rank's optimizer
+  // otherwise. Empty before the first update.
+  std::pair<tensor<typename P::master_t, cpu>, tensor<typename P::master_t, cpu>> whole_moments() {
+    using M = typename P::master_t;
+    std::pair<tensor<M, cpu>, tensor<M, cpu>> out;
+    const auto& store = model_.store();
+    if (!optimizer_.sharded()) {
+      if (optimizer_.exp_avg().numel() != 0) {
+        out.first = to_host(device_, optimizer_.exp_avg());
+        out.second = to_host(device_, optimizer_.exp_avg_sq());
+        if constexpr (!std::is_same_v<Device, cpu>) synchronize(device_);
+      }
+      return out;
+    }
+    const auto r = static_cast<std::size_t>(rank());
+    for (auto* moment : {&out.first, &out.second}) {
+      tensor<M, Device> whole = zeros<M>(device_, dims{store.flat_size()});
+      const auto& shard = moment == &out.first ? optimizer_.exp_avg() : optimizer_.exp_avg_sq();
+      if (shard.numel() != 0) copy(device_, shard, whole.view().slice(0, bounds_[r], bounds_[r + 1]));
+      group_->all_gather(device_, to_any(whole.view()), bounds_);
+      *moment = to_host(device_, whole.view().as_const());
+      group_->synchronize(device_);
+    }
+    return out;
   }
 
   // Token ids of one micro-batch where the device reads them: the staged host rows themselves on
@@ -538,6 +777,14 @@ class pretrainer {
 
   model_type& model_;
   Device device_;
+  dist::process_group<Device>* group_ = nullptr;
+  dist::sharding sharding_ = dist::sharding::replicated;
+  std::vector<index_t> bounds_;       // the ranks' shards of the flat buffers (ZeRO-1 and parameter gathers)
+  std::size_t bucket_bytes_ = 0;      // the smallest overlapped sum (replicated, overlapping groups)
+  index_t started_below_ = 0;         // the backward pass's buckets: what lies above is being summed
+  tensor<double, Device> shard_sums_;  // ZeRO-1: each rank's sum of squared gradients
+  std::uint64_t steps_run_ = 0;
+  std::pair<tensor<typename P::master_t, cpu>, tensor<typename P::master_t, cpu>> pending_moments_;
   std::optional<Policy> policy_;
   pretrain_options options_;
   adamw<P, Device> optimizer_;

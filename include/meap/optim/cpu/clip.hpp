@@ -155,6 +155,19 @@ struct clip_kernels<cpu> {
     const double scaled_norm = flat_norm(grads.data(), grads.numel());
     decide_update(status.values.data(), scaled_norm / loss_scale, max_norm, loss_scale, checks_passed);
   }
+  template <class T>
+  static void sum_of_squares(const cpu&, const tensor_view<const T, cpu>& grads, double* sum) {
+    *sum = cpu_impl::sum_of_squares<false>(grads.data(), grads.numel(), 1.0);
+  }
+  static void factor_from_sums(const cpu&, const double* sums, index_t count, double max_norm, double loss_scale,
+                               const step_status<cpu>& status) {
+    bool checks_passed = true;
+    const index_t words = status.checks.rank() != 0 ? status.checks.numel() : 0;
+    for (index_t i = 0; i < words; ++i) checks_passed &= status.checks.data()[i] == deferred_none;
+    double total = 0;
+    for (index_t i = 0; i < count; ++i) total += sums[i];
+    decide_update(status.values.data(), std::sqrt(total) / loss_scale, max_norm, loss_scale, checks_passed);
+  }
 };
 
 }  // namespace detail

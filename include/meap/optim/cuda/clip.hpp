@@ -214,6 +214,17 @@ __global__ void __launch_bounds__(Threads)
   if (threadIdx.x == 0) decide_update(values, sqrt(total) / loss_scale, max_norm, loss_scale, failed == 0);
 }
 
+// One block: sum = the partials added in a fixed order (the sum of squares of one rank's shard).
+template <int Threads>
+__global__ void __launch_bounds__(Threads) sum_partials_kernel(const double* partial, index_t chunks, double* sum) {
+  using reduce = cub::BlockReduce<double, Threads>;
+  __shared__ typename reduce::TempStorage storage;
+  double part = 0.0;
+  for (index_t i = threadIdx.x; i < chunks; i += Threads) part += partial[i];
+  const double total = reduce(storage).Sum(part);
+  if (threadIdx.x == 0) *sum = total;
+}
+
 }  // namespace detail::cuda_impl
 
 template <>
@@ -242,9 +253,9 @@ struct detail::clip_kernels<cuda> {
     return cuda_impl::find_nonfinite(device, params);
   }
 
+  // The sums of squares of grads' chunks (at least one element, 0 when grads is empty).
   template <class T>
-  static void factor(const cuda& device, const tensor_view<const T, cuda>& grads, double max_norm, double loss_scale,
-                     const step_status<cuda>& status) {
+  static tensor<double, cuda> chunk_partials(const cuda& device, const tensor_view<const T, cuda>& grads) {
     const index_t n = grads.numel();
     const index_t chunks = cuda_plan::norm_chunks(n);
     tensor<double, cuda> partial(device, {chunks > 0 ? chunks : 1});
@@ -254,11 +265,39 @@ struct detail::clip_kernels<cuda> {
           grads.data(), n, chunks, partial.data());
       cuda_impl::check_launch();
     }
+    return partial;
+  }
+
+  template <class T>
+  static void factor(const cuda& device, const tensor_view<const T, cuda>& grads, double max_norm, double loss_scale,
+                     const step_status<cuda>& status) {
+    const index_t chunks = cuda_plan::norm_chunks(grads.numel());
+    const auto partial = chunk_partials(device, grads);
     const index_t words = status.checks.rank() != 0 ? status.checks.numel() : 0;
     constexpr int decide_threads = 512;
     cuda_impl::decide_kernel<decide_threads><<<1, decide_threads, 0, device.stream>>>(
         partial.data(), chunks, words > 0 ? status.checks.data() : nullptr, words, max_norm, loss_scale,
         status.values.data());
+    cuda_impl::check_launch();
+  }
+
+  // The sum of squares of grads into *sum (device memory), without waiting.
+  template <class T>
+  static void sum_of_squares(const cuda& device, const tensor_view<const T, cuda>& grads, double* sum) {
+    const index_t chunks = cuda_plan::norm_chunks(grads.numel());
+    const auto partial = chunk_partials(device, grads);
+    constexpr int sum_threads = 512;
+    cuda_impl::sum_partials_kernel<sum_threads><<<1, sum_threads, 0, device.stream>>>(partial.data(), chunks, sum);
+    cuda_impl::check_launch();
+  }
+
+  // The ranks' sums (count, rank order) added and the step decided, as factor() does.
+  static void factor_from_sums(const cuda& device, const double* sums, index_t count, double max_norm,
+                               double loss_scale, const step_status<cuda>& status) {
+    const index_t words = status.checks.rank() != 0 ? status.checks.numel() : 0;
+    constexpr int decide_threads = 512;
+    cuda_impl::decide_kernel<decide_threads><<<1, decide_threads, 0, device.stream>>>(
+        sums, count, words > 0 ? status.checks.data() : nullptr, words, max_norm, loss_scale, status.values.data());
     cuda_impl::check_launch();
   }
 };
