@@ -3,16 +3,15 @@
 # CMakeLists and by the installed meapConfig.cmake, so both decide the same way. Optional:
 # meap::meap never needs either.
 
+include(${CMAKE_CURRENT_LIST_DIR}/meapOptional.cmake)
+
 # meap_resolve_mpi(<out-var> <mode>): TRUE when MPI was found (Debian: libopenmpi-dev).
 # <mode> is MEAP_ENABLE_MPI: AUTO (if found; silent otherwise), ON (required) or OFF.
 function(meap_resolve_mpi out requested)
-  string(TOUPPER "${requested}" mode)
+  meap_optional_mode(mode MEAP_ENABLE_MPI "${requested}")
   set(${out} FALSE PARENT_SCOPE)
-  if(mode MATCHES "^(OFF|FALSE|0)$")
+  if(mode STREQUAL "OFF")
     return()
-  endif()
-  if(NOT mode MATCHES "^(AUTO|ON|TRUE|1)$")
-    message(FATAL_ERROR "meap: MEAP_ENABLE_MPI='${requested}': expected AUTO, ON or OFF")
   endif()
   # The CXX component (a C++ project need not enable C), without the MPI-2 C++ bindings: meap
   # calls MPI's C API only.

@@ -4,17 +4,16 @@
 # needs it, and LibTorch users have ATen's copy of the same header, which meap/interop/dlpack.hpp
 # also accepts.
 
+include(${CMAKE_CURRENT_LIST_DIR}/meapOptional.cmake)
+
 # meap_resolve_dlpack(<out-var> <mode>): TRUE when dlpack/dlpack.h of DLPack 0.5 or later was
 # found. <mode> is MEAP_ENABLE_DLPACK: AUTO (if found; silent otherwise), ON (required) or OFF.
 # Sets MEAP_DLPACK_INCLUDE_DIR in the caller's scope when TRUE.
 function(meap_resolve_dlpack out requested)
-  string(TOUPPER "${requested}" mode)
+  meap_optional_mode(mode MEAP_ENABLE_DLPACK "${requested}")
   set(${out} FALSE PARENT_SCOPE)
-  if(mode MATCHES "^(OFF|FALSE|0)$")
+  if(mode STREQUAL "OFF")
     return()
-  endif()
-  if(NOT mode MATCHES "^(AUTO|ON|TRUE|1)$")
-    message(FATAL_ERROR "meap: MEAP_ENABLE_DLPACK='${requested}': expected AUTO, ON or OFF")
   endif()
   find_path(MEAP_DLPACK_INCLUDE_DIR dlpack/dlpack.h)
   mark_as_advanced(MEAP_DLPACK_INCLUDE_DIR)

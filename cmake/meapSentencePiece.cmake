@@ -3,17 +3,16 @@
 # meapConfig.cmake, so both decide the same way. Changes no CMAKE_* variable of the including
 # project. Optional: meap::meap never needs it.
 
+include(${CMAKE_CURRENT_LIST_DIR}/meapOptional.cmake)
+
 # meap_resolve_sentencepiece(<out-var> <mode>): TRUE when a usable SentencePiece was found. <mode>
 # is MEAP_ENABLE_SENTENCEPIECE: AUTO (if found; silent otherwise), ON (required) or OFF. Sets
 # MEAP_SENTENCEPIECE_LIBRARY and MEAP_SENTENCEPIECE_INCLUDE_DIR in the caller's scope when TRUE.
 function(meap_resolve_sentencepiece out requested)
-  string(TOUPPER "${requested}" mode)
+  meap_optional_mode(mode MEAP_ENABLE_SENTENCEPIECE "${requested}")
   set(${out} FALSE PARENT_SCOPE)
-  if(mode MATCHES "^(OFF|FALSE|0)$")
+  if(mode STREQUAL "OFF")
     return()
-  endif()
-  if(NOT mode MATCHES "^(AUTO|ON|TRUE|1)$")
-    message(FATAL_ERROR "meap: MEAP_ENABLE_SENTENCEPIECE='${requested}': expected AUTO, ON or OFF")
   endif()
   find_package(PkgConfig QUIET)
   if(PKG_CONFIG_FOUND)
