@@ -68,8 +68,10 @@ stage_build() {
     type=$(cache_value CMAKE_BUILD_TYPE)
     arches=$(cache_value MEAP_CUDA_ARCHITECTURES)
     [[ "$type" == "Release" ]] || die "$build_dir is a '$type' build: the GPU check needs Release (another --build-dir?)"
-    [[ ";$arches;" == *";80;"* && ";$arches;" == *";90;"* ]] ||
-      die "$build_dir builds CUDA architectures '$arches': the GPU check needs 80 and 90"
+    # 90 runs on the H200 (a fresh tree below also builds 80, for an A100); CI's dry run packs its
+    # sm_90-only build.
+    [[ ";$arches;" == *";90;"* ]] ||
+      die "$build_dir builds CUDA architectures '$arches': the GPU check needs 90 (the H200)"
     [[ "$(cache_value CMAKE_CUDA_RUNTIME_LIBRARY)" =~ ^(|Static|STATIC|static)$ ]] ||
       die "$build_dir links the CUDA runtime '$(cache_value CMAKE_CUDA_RUNTIME_LIBRARY)': the GPU check needs Static"
   else
@@ -127,6 +129,11 @@ stage_build() {
   local zlib
   zlib=$(ldconfig -p 2>/dev/null | awk '/libz\.so\.1 .*x86-64/ {print $NF; exit}')
   [[ -n "$zlib" ]] && mkdir -p "$stage/deps/lib" && cp -L "$zlib" "$stage/deps/lib/libz.so"
+  # Boost.Test's shared library, which the test programs link (found by FindBoost in deps/lib).
+  local boost_test
+  for boost_test in /usr/lib/x86_64-linux-gnu/libboost_unit_test_framework.so*; do
+    [[ -e "$boost_test" ]] && mkdir -p "$stage/deps/lib" && cp -L "$boost_test" "$stage/deps/lib/"
+  done
   {
     echo "commit $(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(ldd --version 2>&1 | head -n 1)"
@@ -269,7 +276,7 @@ prepare_programs() {
   local deps="$work/bundle/deps" args=()
   if [[ -d "$deps/include" ]]; then
     args+=("-DCMAKE_PREFIX_PATH=$deps" "-DEigen3_DIR=$deps/share/eigen3/cmake" "-DBoost_INCLUDE_DIR=$deps/include"
-      "-DBoost_NO_BOOST_CMAKE=ON" "-Dnlohmann_json_DIR=$deps/share/cmake/nlohmann_json"
+      "-DBoost_NO_BOOST_CMAKE=ON" "-DBoost_LIBRARY_DIR=$deps/lib" "-Dnlohmann_json_DIR=$deps/share/cmake/nlohmann_json"
       "-DCLI11_DIR=$deps/share/cmake/CLI11")
     # zlib: the machine's own development files if it has them, else the bundled ones.
     [[ -f /usr/include/zlib.h ]] || args+=("-DZLIB_INCLUDE_DIR=$deps/include" "-DZLIB_LIBRARY=$deps/lib/libz.so")

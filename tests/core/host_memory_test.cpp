@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-namespace {
+namespace host_memory {
 
 // Every case starts from an empty cache with the default limit and leaves it that way.
 struct fresh_cache {
@@ -30,7 +30,7 @@ bool aligned(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % meap::detail::host_block_cache::alignment == 0;
 }
 
-}  // namespace
+}  // namespace host_memory
 
 BOOST_AUTO_TEST_SUITE(host_memory)
 

@@ -5,7 +5,7 @@
 #define BOOST_TEST_MODULE meap dist
 #define BOOST_TEST_NO_MAIN
 #define BOOST_TEST_ALTERNATIVE_INIT_API
-#include <boost/test/included/unit_test.hpp>
+#include <boost/test/unit_test.hpp>
 
 #include <meap/dist/mpi.hpp>
 #include <meap/masking/fixed_ratio.hpp>

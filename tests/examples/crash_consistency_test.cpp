@@ -6,7 +6,7 @@
 //
 //   test_pretrain_crash -- <path to meap_pretrain> <scratch directory>
 #define BOOST_TEST_MODULE meap_pretrain crash consistency
-#include <boost/test/included/unit_test.hpp>
+#include <boost/test/unit_test.hpp>
 
 #include <algorithm>
 #include <chrono>

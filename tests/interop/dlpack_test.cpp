@@ -1,7 +1,7 @@
 // DLPack in and out (meap/interop/dlpack.hpp): round trips for every dtype, strided and offset
 // views without a copy, the deleter's once-only call, and every refusal.
 #define BOOST_TEST_MODULE meap dlpack
-#include <boost/test/included/unit_test.hpp>
+#include <boost/test/unit_test.hpp>
 
 #include <meap/interop/dlpack.hpp>
 #include <meap/kernels/cross_entropy.hpp>

@@ -2,7 +2,7 @@
 // function against LibTorch's own full-logits cross_entropy, MEAP masking on LibTorch tensors, and
 // DLPack both ways through at::toDLPack / at::fromDLPack.
 #define BOOST_TEST_MODULE meap torch interop
-#include <boost/test/included/unit_test.hpp>
+#include <boost/test/unit_test.hpp>
 
 #include <meap/interop/torch.hpp>
 #include <meap/masking/fixed_ratio.hpp>

@@ -19,7 +19,7 @@ using meap::dims;
 using meap::index_t;
 using namespace meap_test;
 
-namespace {
+namespace cross_entropy {
 
 // Tolerances: loss relative to max(1, |loss|); gradients relative to max(1, max |reference|) of
 // each gradient (see relative_error). half / bfloat16 round the gradient once on output; their
@@ -125,7 +125,7 @@ void run_cross_entropy(unsigned seed) {
   check_fused<T>(rng, 45, 11, 513, 0.1, 1e-3);
 }
 
-}  // namespace
+}  // namespace cross_entropy
 
 BOOST_AUTO_TEST_SUITE(cross_entropy)
 

@@ -5,7 +5,7 @@
 // order, the row loss and the logit gradient the CUDA kernels compute, against the CPU twin).
 // Label `cpu`: no GPU needed.
 #define BOOST_TEST_MODULE meap cuda plan
-#include <boost/test/included/unit_test.hpp>
+#include <boost/test/unit_test.hpp>
 
 #include <meap/core/labels.hpp>
 #include <meap/kernels/cross_entropy.hpp>

@@ -6,7 +6,7 @@
 // masking. The CUDA-only errors (float64 attention, device mismatch, sequence length) name the
 // argument.
 #define BOOST_TEST_MODULE meap front door arguments
-#include <boost/test/included/unit_test.hpp>
+#include <boost/test/unit_test.hpp>
 
 #include <meap/cuda.hpp>
 

@@ -52,12 +52,6 @@ void check_outputs_follow_mask(const batch& tokens, mm::masked_batch<meap::cpu>&
     }
 }
 
-meap::index_t masked_in_row(mm::masked_batch<meap::cpu>& result, meap::index_t b) {
-  meap::index_t count = 0;
-  for (meap::index_t t = 0; t < result.mask.size(1); ++t) count += result.mask.view()(b, t);
-  return count;
-}
-
 // A sampler that prefers low positions: it takes the smaller of two draws. It satisfies the
 // policy concept, so apply() runs it like any other.
 struct low_biased {

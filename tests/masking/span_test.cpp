@@ -80,12 +80,6 @@ std::vector<std::int32_t> runs(const mm::masked_batch<meap::cpu>& result, meap::
   return lengths;
 }
 
-meap::index_t masked_in_row(const mm::masked_batch<meap::cpu>& result, meap::index_t b) {
-  meap::index_t count = 0;
-  for (meap::index_t t = 0; t < result.mask.size(1); ++t) count += result.mask.view()(b, t);
-  return count;
-}
-
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(span)

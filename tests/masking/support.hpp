@@ -106,4 +106,11 @@ using meap_test::error_says;
 
 inline constexpr const char* apply_name = "meap::masking::apply";
 
+// How many positions of row b a masking call masked.
+inline meap::index_t masked_in_row(const meap::masking::masked_batch<meap::cpu>& result, meap::index_t b) {
+  meap::index_t count = 0;
+  for (meap::index_t t = 0; t < result.mask.size(1); ++t) count += result.mask.view()(b, t);
+  return count;
+}
+
 }  // namespace masking_test

@@ -8,7 +8,7 @@
 #define BOOST_TEST_MODULE meap optim cuda
 #define BOOST_TEST_NO_MAIN
 #define BOOST_TEST_ALTERNATIVE_INIT_API
-#include <boost/test/included/unit_test.hpp>
+#include <boost/test/unit_test.hpp>
 
 #include <boost/mpl/list.hpp>
 

@@ -1,5 +1,5 @@
 // tests/support/gpu_main.hpp: main() for a `gpu`-labelled Boost.Test executable.
-// Include after <boost/test/included/unit_test.hpp> with BOOST_TEST_NO_MAIN and
+// Include after <boost/test/unit_test.hpp> with BOOST_TEST_NO_MAIN and
 // BOOST_TEST_ALTERNATIVE_INIT_API defined. Without a CUDA device the executable prints why and
 // exits with 77, which CTest (SKIP_RETURN_CODE) reports as skipped, never as passed.
 // Two uses need no device: --list_content (Boost.Test lists the cases, so scripts can check the

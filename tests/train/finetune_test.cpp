@@ -20,7 +20,7 @@
 #include "io/support.hpp"
 #include "support/errors.hpp"
 
-namespace {
+namespace finetune {
 
 const meap::cpu host;
 using meap_test::error_says;
@@ -131,7 +131,7 @@ std::vector<instruction_example> chain_examples(int n, int answer_length, std::u
 
 using temp_dir = io_test::scratch_directory;
 
-}  // namespace
+}  // namespace finetune
 
 BOOST_AUTO_TEST_SUITE(finetune)
 
@@ -442,21 +442,21 @@ BOOST_AUTO_TEST_CASE(a_prepared_batch_trains_as_the_pretrainer_masks_its_own_row
   // Every argument is checked before any device work, naming it.
   meap::nn::llama_model<meap::fp32> model(tiny_config());
   meap::train::pretrainer trainer(model, std::nullopt, o);
-  auto ids = meap::zeros<std::int32_t>(host, {4, 8});
+  auto input_ids = meap::zeros<std::int32_t>(host, {4, 8});
   auto labels = meap::full<std::int32_t>(host, {4, 8}, I);
   auto positions = meap::zeros<std::int32_t>(host, {4, 8});
   const auto step = [&](meap::train::prepared_batch batch) { return trainer.step(batch); };
   const auto fn = "meap::train::pretrainer::step (prepared_batch)";
-  BOOST_CHECK_EXCEPTION(step({ids.view().slice(0, 0, 3).as_const(), labels.view().slice(0, 0, 3).as_const()}), meap::error,
+  BOOST_CHECK_EXCEPTION(step({input_ids.view().slice(0, 0, 3).as_const(), labels.view().slice(0, 0, 3).as_const()}), meap::error,
                         error_says(fn, "batch.input_ids", {"multiple of micro_batches = 2"}));
-  BOOST_CHECK_EXCEPTION(step({ids.view().as_const(), labels.view().slice(1, 0, 7).as_const()}), meap::error,
+  BOOST_CHECK_EXCEPTION(step({input_ids.view().as_const(), labels.view().slice(1, 0, 7).as_const()}), meap::error,
                         error_says(fn, "batch.labels", {"shape (4, 7)"}));
   labels.view()(2, 3) = 32;
-  BOOST_CHECK_EXCEPTION(step({ids.view().as_const(), labels.view().as_const()}), meap::error,
+  BOOST_CHECK_EXCEPTION(step({input_ids.view().as_const(), labels.view().as_const()}), meap::error,
                         error_says(fn, "batch.labels", {"32 at (2, 3)", "[0, 32)"}));
   labels.view()(2, 3) = 5;
   positions.view()(1, 1) = 64;
-  BOOST_CHECK_EXCEPTION(step({ids.view().as_const(), labels.view().as_const(), positions.view().as_const()}), meap::error,
+  BOOST_CHECK_EXCEPTION(step({input_ids.view().as_const(), labels.view().as_const(), positions.view().as_const()}), meap::error,
                         error_says(fn, "batch.position_ids", {"64 at (1, 1)", "max_seq = 64"}));
   BOOST_TEST(trainer.next_step() == 0u);  // nothing ran
 }
