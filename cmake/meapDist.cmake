@@ -31,7 +31,9 @@ endfunction()
 # calls the C API only, so OpenMPI's and MPICH's C++ bindings stay out of every translation unit.
 function(meap_dist_usage_requirements target meap_target)
   target_link_libraries(${target} INTERFACE ${meap_target} MPI::MPI_CXX)
-  target_compile_definitions(${target} INTERFACE OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
+  # MEAP_HAS_MPI: meap/dist/launch.hpp starts MPI for a program launched by mpirun (without it,
+  # such a launch is refused instead of running N independent copies).
+  target_compile_definitions(${target} INTERFACE OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1 MEAP_HAS_MPI=1)
 endfunction()
 
 # meap_resolve_nccl(<out-var>): TRUE when nccl.h and libnccl were found (the CUDA toolkit's, or a
@@ -61,4 +63,6 @@ endfunction()
 function(meap_nccl_usage_requirements target cuda_target)
   target_link_libraries(${target} INTERFACE ${cuda_target} "${MEAP_NCCL_LIBRARY}")
   target_include_directories(${target} SYSTEM INTERFACE "${MEAP_NCCL_INCLUDE_DIR}")
+  # MEAP_HAS_NCCL: meap/dist/launch.hpp builds the NCCL group of a GPU rank started by mpirun.
+  target_compile_definitions(${target} INTERFACE MEAP_HAS_NCCL=1)
 endfunction()

@@ -46,13 +46,13 @@ case "$what" in
   demo)
     cmake --build "$build" --target meap_demo -j "$jobs"
     mkdir -p "$build/demo"
-    "$build/examples/meap_demo" --out "$build/demo"
+    "$build/studies/meap_demo" --out "$build/demo"
     echo "quickstart: table, CSV and plot in $build/demo"
     ;;
   study)
     cmake --build "$build" --target meap_demo -j "$jobs"
     mkdir -p "$build/study"
-    "$build/examples/meap_demo" --seeds 8 --out "$build/study"
+    "$build/studies/meap_demo" --seeds 8 --out "$build/study"
     echo "quickstart: per-seed tables, the summary, CSVs and plot in $build/study"
     ;;
   test)

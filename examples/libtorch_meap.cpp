@@ -18,7 +18,8 @@
 #include <meap/masking/fixed_ratio.hpp>
 
 #include "cli_options.hpp"
-#include "program_main.hpp"
+#include <meap/run/program.hpp>
+#include <meap/run/progress.hpp>
 
 #include <CLI/CLI.hpp>
 #include <malloc.h>
@@ -292,19 +293,19 @@ int run(const settings& s) {
 settings parse(int argc, char** argv, int& exit_code) {
   settings s;
   CLI::App app{"MEAP in a LibTorch trainer: meap's masking and fused selective cross-entropy on LibTorch tensors"};
-  using meap_examples::at_least_one;
+  using meap_apps::at_least_one;
   app.add_option("--vocab", s.vocab, "vocabulary size; the last id is [MASK]")->check(CLI::Range(8, 1 << 20))->capture_default_str();
   app.add_option("--d-model", s.d_model, "model width")->check(CLI::Range(4, 8192))->capture_default_str();
   app.add_option("--layers", s.layers, "decoder blocks")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--heads", s.heads, "attention heads (dividing --d-model)")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--seq-len", s.seq_len, "tokens per row")->check(CLI::Range(2, 1 << 16))->capture_default_str();
   app.add_option("--batch", s.batch, "rows per step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
-  app.add_option("--steps", s.steps, "training steps")->check(meap_examples::at_least_zero)->capture_default_str();
+  app.add_option("--steps", s.steps, "training steps")->check(meap_apps::at_least_zero)->capture_default_str();
   app.add_option("--log-every", s.log_every, "print the loss every N steps")->check(at_least_one)->capture_default_str();
   app.add_option("--lr", s.lr, "AdamW learning rate")->check(CLI::Range(0.0, 1.0))->capture_default_str();
   app.add_option("--ratio", s.ratio, "MEAP mask ratio")->check(CLI::Range(0.0, 1.0))->capture_default_str();
   app.add_option("--policy", s.policy, "meap or ntp")->check(CLI::IsMember({"meap", "ntp"}))->capture_default_str();
-  app.add_option("--seed", s.seed, "model, data and mask seed")->check(meap_examples::unsigned_64)->capture_default_str();
+  app.add_option("--seed", s.seed, "model, data and mask seed")->check(meap_apps::unsigned_64)->capture_default_str();
   app.add_option("--threads", s.threads, "LibTorch threads (0: its default)")->check(CLI::Range(0, 1024));
   app.add_flag("--compare", s.compare,
                "compare meap's loss and gradients with LibTorch's full-logits cross_entropy on the first batch, and "
@@ -330,7 +331,7 @@ int main(int argc, char** argv) {
   // Large blocks straight from mmap and back on free, so that --compare's peak memory is that of
   // the step measured, not of what glibc kept from an earlier one.
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-  return meap_examples::guarded_main("libtorch_meap", "try a smaller --batch, --seq-len or --vocab", [&] {
+  return meap::run::guarded_main("libtorch_meap", "try a smaller --batch, --seq-len or --vocab", [&] {
     int exit_code = -1;
     const auto s = parse(argc, argv, exit_code);
     if (exit_code >= 0) return exit_code;

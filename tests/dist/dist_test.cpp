@@ -7,6 +7,7 @@
 #define BOOST_TEST_ALTERNATIVE_INIT_API
 #include <boost/test/unit_test.hpp>
 
+#include <meap/dist/agreement.hpp>
 #include <meap/dist/mpi.hpp>
 #include <meap/masking/fixed_ratio.hpp>
 #include <meap/train/finetune.hpp>
@@ -172,6 +173,36 @@ BOOST_AUTO_TEST_CASE(collectives_give_every_rank_the_same_result) {
   const auto shards = meap::dist::shard_bounds(1000, 3);
   BOOST_TEST((shards == std::vector<index_t>{0, 384, 704, 1000}));
   BOOST_TEST((meap::dist::shard_bounds(100, 4) == std::vector<index_t>{0, 64, 100, 100, 100}));
+}
+
+// The rank-0 agreement the trainer's save and the run layer use: rank 0's decision reaches every
+// rank, and a failure there stops every rank with its message instead of leaving one waiting.
+BOOST_AUTO_TEST_CASE(rank0_agreement_shares_rank0s_decision_and_its_failure) {
+  const meap::dist::rank0_agreement ranks(&group());
+  BOOST_TEST(ranks.distributed());
+  BOOST_TEST(ranks.lead() == (group().rank() == 0));
+  int decided = 0;
+  const auto text = ranks.agree([&] {
+    ++decided;
+    return std::string("checkpoints/step-00000007");
+  });
+  BOOST_TEST(text == "checkpoints/step-00000007");
+  BOOST_TEST(decided == (group().rank() == 0 ? 1 : 0));
+  try {
+    (void)ranks.agree([]() -> std::string { meap::throw_argument_error("prog", "--out", "run/", "a writable directory"); },
+                      "prog: rank 0 stopped the run");
+    BOOST_FAIL("agree returned after rank 0 failed");
+  } catch (const meap::error& e) {
+    const std::string what = e.what();
+    if (group().rank() == 0) {
+      BOOST_TEST(e.argument() == "--out");  // rank 0 gets its own error back
+    } else {
+      BOOST_TEST(what.find("prog: rank 0 stopped the run: ") == 0u);
+      BOOST_TEST(what.find("a writable directory") != std::string::npos);
+    }
+  }
+  // Still in step: the next collective pairs up.
+  BOOST_TEST(ranks.agree([] { return std::string("after"); }) == "after");
 }
 
 BOOST_AUTO_TEST_CASE(two_ranks_with_half_the_rows_each_equal_one_process) {

@@ -13,21 +13,13 @@
 
 #include "support/gradient_check.hpp"
 
+#include "support/tiny_model.hpp"
+
 namespace {
 
 const meap::cpu host;
 
-meap::nn::llama_config tiny_config() {
-  meap::nn::llama_config c;
-  c.vocab = 13;
-  c.d_model = 8;
-  c.layers = 2;
-  c.heads = 2;
-  c.kv_heads = 1;
-  c.ffn = 12;
-  c.max_seq = 16;
-  return c;
-}
+meap::nn::llama_config tiny_config() { return meap_test::tiny_llama(13, 16, 8, 12); }
 
 std::vector<std::int32_t> random_ids(std::size_t n, std::int32_t vocab, unsigned seed) {
   std::mt19937 engine(seed);

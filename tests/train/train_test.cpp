@@ -15,23 +15,14 @@
 
 #include "io/support.hpp"
 #include "support/errors.hpp"
+#include "support/tiny_model.hpp"
 
 namespace {
 
 const meap::cpu host;
 using meap_test::error_says;
 
-meap::nn::llama_config small_config() {
-  meap::nn::llama_config c;
-  c.vocab = 16;
-  c.d_model = 32;
-  c.layers = 2;
-  c.heads = 2;
-  c.kv_heads = 1;
-  c.ffn = 64;
-  c.max_seq = 32;
-  return c;
-}
+meap::nn::llama_config small_config() { return meap_test::tiny_llama(16, 32, 32, 64); }
 
 // A learnable stream: x_{t+1} = (5 x_t + 3) mod 15, tokens 0..14; token 15 is [MASK].
 meap::tensor<std::int32_t, meap::cpu> pattern_batch(std::uint64_t step, int rows = 8, int length = 17) {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <meap/core/dims.hpp>
+#include <meap/core/error.hpp>
 #include <meap/core/precision.hpp>
 #include <meap/nn/config.hpp>
 
@@ -98,6 +99,30 @@ inline std::optional<double> available_host_memory() {
     if (!available || room < *available) available = room > 0 ? room : 0.0;
   }
   return available;
+}
+
+// Where a run must fit: the bytes free on its device (nullopt: unknown, nothing is refused) and
+// where that is, for the message ("on this machine", "on the GPU").
+struct memory_budget {
+  std::optional<double> available;
+  const char* where = "on this machine";
+};
+
+// Refuses, before anything is allocated, a run of precision P whose estimated memory exceeds the
+// budget: meap::error from `program` naming `options` (what the user can change) with the
+// estimate's parts and what is available. `rows`: the rows of one micro-batch on this process.
+template <class P>
+void check_training_memory(const char* program, const nn::llama_config& config, index_t rows, index_t length,
+                           const memory_budget& budget, const char* options) {
+  const auto need = estimate_training_memory<P>(config, rows, length);
+  if (!budget.available || need.total() <= *budget.available) return;
+  throw_argument_error(
+      program, options,
+      "a run needing at least " + format_bytes(need.total()) + " (parameters and gradients " +
+          format_bytes(need.parameters) + ", AdamW " + format_bytes(need.optimizer) + ", activations of a micro-batch " +
+          format_bytes(need.activations) + ")",
+      std::string("a run that fits in the ") + format_bytes(*budget.available) + " available " + budget.where +
+          " (fewer rows per micro-batch with --micro-batches, a shorter --seq-len or a smaller model)");
 }
 
 }  // namespace meap::train

@@ -37,6 +37,7 @@
 #include <meap/core/deferred_checks.hpp>
 #include <meap/core/precision.hpp>
 #include <meap/core/tensor.hpp>
+#include <meap/dist/agreement.hpp>
 #include <meap/dist/process_group.hpp>
 #include <meap/kernels/cross_entropy.hpp>
 #include <meap/masking/apply.hpp>
@@ -484,22 +485,18 @@ class pretrainer {
   std::optional<checkpoint_entry> save_distributed(Write&& write) {
     pending_moments_ = whole_moments();
     std::optional<checkpoint_entry> entry;
-    std::exception_ptr failure;
-    std::string message;
-    if (rank() == 0) {
-      try {
-        entry = write();
-      } catch (const std::exception& e) {
-        failure = std::current_exception();
-        message = e.what();
-        if (message.empty()) message = "unknown error";
-      }
+    try {
+      (void)dist::rank0_agreement(group_).agree(
+          [&] {
+            entry = write();
+            return std::string();
+          },
+          "meap::train::pretrainer::save: rank 0 could not write the checkpoint");
+    } catch (...) {
+      pending_moments_ = {};
+      throw;
     }
     pending_moments_ = {};
-    group_->broadcast_host(message, 0);
-    if (failure) std::rethrow_exception(failure);
-    if (!message.empty())
-      throw error("meap::train::pretrainer::save: rank 0 could not write the checkpoint: " + message);
     return entry;
   }
 

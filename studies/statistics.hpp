@@ -1,4 +1,4 @@
-// meap/eval/statistics.hpp: what a comparison over a few seeds can say. Two models trained from
+// studies/statistics.hpp: what a comparison over a few seeds can say. Two models trained from
 // the same initialization and data differ by one choice (NTP or MEAP); each seed gives one paired
 // difference d_i = score(MEAP, seed i) - score(NTP, seed i). paired_comparison reports
 //   mean and sample standard deviation of both and of d, the paired t statistic
@@ -8,6 +8,10 @@
 //   patterns whose |mean| is at least the observed one). The permutation test assumes no normality;
 //   with n seeds its smallest possible p is 2 / 2^n (0.0625 for 5 seeds), which is worth knowing
 //   before reading a table.
+//
+// Study tooling, not library: nothing here touches a model, a tensor or a device, nothing in
+// include/meap uses it, and only the seed studies (studies/harness.hpp) and their test do. (It was
+// meap/eval/statistics.hpp.)
 #pragma once
 
 #include <meap/core/error.hpp>
@@ -20,7 +24,7 @@
 #include <string>
 #include <vector>
 
-namespace meap::eval {
+namespace meap_studies {
 
 struct summary {
   std::size_t n = 0;
@@ -85,7 +89,7 @@ inline double regularized_incomplete_beta(double a, double b, double x) {
 
 // Two-sided p-value of Student's t with `dof` degrees of freedom: P(|T| >= |t|).
 inline double student_t_two_sided_p(double t, double dof) {
-  check_argument(dof > 0.0, "meap::eval::student_t_two_sided_p", "dof", dof, "degrees of freedom > 0");
+  meap::check_argument(dof > 0.0, "meap_studies::student_t_two_sided_p", "dof", dof, "degrees of freedom > 0");
   if (std::isnan(t)) return std::numeric_limits<double>::quiet_NaN();
   if (std::isinf(t)) return 0.0;
   return detail::regularized_incomplete_beta(dof / 2.0, 0.5, dof / (dof + t * t));
@@ -94,7 +98,7 @@ inline double student_t_two_sided_p(double t, double dof) {
 // Exact two-sided sign-flip permutation p-value of the mean of `differences` (n <= 24).
 inline double sign_flip_p(std::span<const double> differences) {
   const std::size_t n = differences.size();
-  check_argument(n >= 1 && n <= 24, "meap::eval::sign_flip_p", "differences", std::to_string(n) + " values",
+  meap::check_argument(n >= 1 && n <= 24, "meap_studies::sign_flip_p", "differences", std::to_string(n) + " values",
                  "1 to 24 paired differences (2^n sign patterns are enumerated)");
   double observed = 0.0;
   for (const double d : differences) observed += d;
@@ -119,7 +123,7 @@ struct paired_result {
 
 // Paired comparison of b against a (one pair per seed): see the top of the file.
 inline paired_result paired_comparison(std::span<const double> a, std::span<const double> b) {
-  check_argument(a.size() == b.size() && !a.empty(), "meap::eval::paired_comparison", "b",
+  meap::check_argument(a.size() == b.size() && !a.empty(), "meap_studies::paired_comparison", "b",
                  std::to_string(b.size()) + " values", "as many values as a (" + std::to_string(a.size()) + "), at least one");
   std::vector<double> d(a.size());
   for (std::size_t i = 0; i < a.size(); ++i) d[i] = b[i] - a[i];
@@ -127,7 +131,7 @@ inline paired_result paired_comparison(std::span<const double> a, std::span<cons
   r.a = summarize(a);
   r.b = summarize(b);
   r.difference = summarize(d);
-  if (d.size() <= 24) r.sign_flip_p = eval::sign_flip_p(d);
+  if (d.size() <= 24) r.sign_flip_p = meap_studies::sign_flip_p(d);
   if (r.difference.n >= 2 && r.difference.sd > 0.0) {
     r.t = r.difference.mean / (r.difference.sd / std::sqrt(static_cast<double>(r.difference.n)));
     r.t_p = student_t_two_sided_p(r.t, static_cast<double>(r.difference.n - 1));
@@ -135,4 +139,4 @@ inline paired_result paired_comparison(std::span<const double> a, std::span<cons
   return r;
 }
 
-}  // namespace meap::eval
+}  // namespace meap_studies

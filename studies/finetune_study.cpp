@@ -16,32 +16,32 @@
 //
 // Everything a seed does is a pure function of the seed (given the machine and the thread count):
 // the base model's initialization, the pretraining rows, the fine-tuning examples, their order and
-// masks, and the evaluation rows, which come from separate Philox streams.
-#include "program_main.hpp"
-#include "run_support.hpp"
+// masks, and the evaluation rows, which come from separate Philox streams. The seed loop, the paired
+// statistics and the CSV files are the studies' harness (studies/harness.hpp).
+#include "harness.hpp"
 
 #include <meap/core/parallel.hpp>
 #include <meap/eval/scoring.hpp>
-#include <meap/eval/statistics.hpp>
 #include <meap/eval/tasks.hpp>
 #include <meap/meap.hpp>
 #include <meap/nn/llama.hpp>
 #include <meap/nn/vocabulary.hpp>
+#include <meap/run/program.hpp>
+#include <meap/run/progress.hpp>
 
 #include <CLI/CLI.hpp>
 
+#include "command_line.hpp"
+
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
-#include <span>
-#include <sstream>
 #include <string>
-#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -77,29 +77,17 @@ struct settings {
   bool quick = false;
 };
 
-std::uint64_t parse_u64(const std::string& text) { return std::stoull(text); }
-
 settings parse_arguments(int argc, char** argv, int& exit_code) {
   settings s;
-  std::string seed_text = "1", out = ".";
+  std::string out = ".";
   CLI::App app{"meap_finetune_study: NTP against MEAP fine-tuning on multi-document QA (lost in the middle), "
                "several seeds, trained and evaluated on the CPU"};
-  app.add_option("--seed", seed_text, "the first seed (each seed: initialization, data, masks)")
-      ->check(CLI::Validator(
-          [](std::string& text) -> std::string {
-            if (!text.empty() && text.size() <= 20 && text.find_first_not_of("0123456789") == std::string::npos) {
-              try {
-                (void)parse_u64(text);
-                return {};
-              } catch (const std::exception&) {
-              }
-            }
-            return "Value " + text + " is not an integer from 0 to 18446744073709551615";
-          },
-          "UINT64"))
-      ->capture_default_str();
-  auto* seeds = app.add_option("--seeds", s.seeds, "how many seeds, from --seed on (default 4; --quick: 2)")
-                    ->check(CLI::Range(1, 24));
+  auto* seeds = meap_studies::add_seed_options(
+      app, s.seed, s.seeds, out, s.quick,
+      {.seed = "the first seed (each seed: initialization, data, masks)",
+       .seeds = "how many seeds, from --seed on (--quick: 2)",
+       .out = "where the CSV files go",
+       .quick = "a smoke run of a few seconds: tiny settings (options given explicitly still win)"});
   auto* documents = app.add_option("--documents", s.documents, "documents per prompt, one of them gold (default 10; "
                                                                "--quick: 4)")
                         ->check(CLI::Range(2, 40));
@@ -155,17 +143,11 @@ settings parse_arguments(int argc, char** argv, int& exit_code) {
                  "with libgomp's default spinning wait policy on a busy machine it slows it down many times)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  app.add_option("--out", out, "where the CSV files go")->capture_default_str();
-  app.add_flag("--quick", s.quick, "a smoke run of a few seconds: tiny settings (options given explicitly still win)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    exit_code = app.exit(e);
+  if (const auto stop = meap_studies::parse_command_line(app, argc, argv)) {
+    exit_code = *stop;
     return s;
   }
-  if (out.empty()) meap::throw_argument_error(program, "--out", "\"\"", "a directory");
   s.out = out;
-  s.seed = parse_u64(seed_text);
   if (s.quick) {
     if (seeds->count() == 0) s.seeds = 2;
     if (documents->count() == 0) s.documents = 4;
@@ -344,19 +326,6 @@ meap::nn::llama_config base_config(const task& t, const settings& s) {
   return c;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-void progress(const char* what, std::uint64_t done, std::uint64_t total, double loss,
-              std::chrono::steady_clock::time_point start) {
-  const double elapsed = seconds_since(start);
-  const double eta = elapsed / static_cast<double>(done) * static_cast<double>(total - done);
-  std::fprintf(stderr, "  %-8s step %5llu/%llu  loss %.3f  %5.0f steps/s  ETA %s\n", what,
-               static_cast<unsigned long long>(done), static_cast<unsigned long long>(total), loss,
-               static_cast<double>(done) / elapsed, meap_examples::format_duration(eta).c_str());
-}
-
 // Plain NTP (no masking policy) through meap::train::pretrainer, on the rows above. Returns the
 // mean loss of the last tenth of the steps.
 double pretrain(model_t& model, const task& t, const streams& st, const settings& s) {
@@ -366,8 +335,8 @@ double pretrain(model_t& model, const task& t, const streams& st, const settings
   options.schedule = {s.pretrain_lr, s.pretrain_lr / 10, std::min<std::int64_t>(100, s.pretrain_steps / 10),
                       s.pretrain_steps};
   meap::train::pretrainer<meap::fp32, meap::cpu> trainer(model, std::nullopt, options);
-  const auto start = std::chrono::steady_clock::now();
   const auto steps = static_cast<std::uint64_t>(s.pretrain_steps);
+  const meap_studies::step_progress progress("pretrain", steps, "steps");
   const auto every = std::max<std::uint64_t>(1, steps / 5);
   const auto tail = std::max<std::uint64_t>(1, steps / 10);
   double smoothed = 0, tail_loss = 0;
@@ -378,7 +347,7 @@ double pretrain(model_t& model, const task& t, const streams& st, const settings
                                 r.skip_reason.c_str());
     smoothed = step == 0 ? r.loss : 0.95 * smoothed + 0.05 * r.loss;
     if (step + tail >= steps) tail_loss += r.loss;
-    if ((step + 1) % every == 0) progress("pretrain", step + 1, steps, smoothed, start);
+    if ((step + 1) % every == 0) progress.print(step + 1, smoothed, static_cast<double>(step + 1));
   }
   return tail_loss / static_cast<double>(tail);
 }
@@ -440,7 +409,7 @@ run_summary finetune(model_t& model, meap::train::finetune_objective objective,
   const std::uint64_t total = tuner.total_steps();
   const std::uint64_t last_epoch_steps = static_cast<std::uint64_t>(tuner.plan().steps_in_epoch(o.epochs - 1));
   const auto every = std::max<std::uint64_t>(1, total / 4);
-  const auto start = std::chrono::steady_clock::now();
+  const meap_studies::step_progress progress(name, total, "steps");
   double smoothed = 0, last_epoch_loss = 0;
   while (!tuner.done()) {
     const auto report = tuner.step();
@@ -452,10 +421,10 @@ run_summary finetune(model_t& model, meap::train::finetune_objective objective,
     smoothed = report.step == 0 ? report.loss : 0.9 * smoothed + 0.1 * report.loss;
     if (report.step + last_epoch_steps >= total) last_epoch_loss += report.loss;
     ++r.steps;
-    if (r.steps % every == 0) progress(name, r.steps, total, smoothed, start);
+    if (r.steps % every == 0) progress.print(r.steps, smoothed, static_cast<double>(r.steps));
   }
   r.final_loss = last_epoch_loss / static_cast<double>(last_epoch_steps);
-  r.seconds = seconds_since(start);
+  r.seconds = progress.seconds();
   return r;
 }
 
@@ -546,62 +515,41 @@ void print_seed_table(const seed_result& r, const settings& s) {
   run_line("MEAP", r.meap_run);
 }
 
-// A statistic for the tables: "-" when it is undefined (t when every seed gives the same
-// difference, for instance).
-std::string stat(double value, const char* format) {
-  if (std::isnan(value)) return "-";
-  char text[32];
-  std::snprintf(text, sizeof text, format, value);
-  return text;
-}
+// Over the seeds, at gold position g (or over all positions): NTP against MEAP (paired), the base
+// model's mean and sd, and the seeds with MEAP ahead/behind/level.
+struct position_statistics {
+  meap_studies::paired_result fine_tuned;
+  meap_studies::summary base;
+  meap_studies::seed_tally tally;
+};
 
-meap::eval::paired_result compare(const std::vector<seed_result>& results, int rows, std::optional<std::size_t> g) {
-  std::vector<double> ntp, meap_values;
-  for (const auto& r : results) {
-    ntp.push_back(accuracy(r.ntp, rows, g));
-    meap_values.push_back(accuracy(r.meap, rows, g));
-  }
-  return meap::eval::paired_comparison(ntp, meap_values);
-}
-
-// Seeds where MEAP is ahead, behind, level.
-std::array<int, 3> tally(const std::vector<seed_result>& results, int rows, std::optional<std::size_t> g) {
-  std::array<int, 3> counts{};
-  for (const auto& r : results) {
-    const double d = accuracy(r.meap, rows, g) - accuracy(r.ntp, rows, g);
-    ++counts[d > 0 ? 0 : d < 0 ? 1 : 2];
-  }
-  return counts;
-}
-
-meap::eval::summary base_summary(const std::vector<seed_result>& results, int rows, std::optional<std::size_t> g) {
-  std::vector<double> values;
-  for (const auto& r : results) values.push_back(accuracy(r.base, rows, g));
-  return meap::eval::summarize(values);
+position_statistics statistics_at(const std::vector<seed_result>& results, int rows, std::optional<std::size_t> g) {
+  const auto measure = [&](const scores& sc) { return accuracy(sc, rows, g); };
+  return {meap_studies::compare_over_seeds(results, &seed_result::ntp, &seed_result::meap, measure),
+          meap_studies::summarize_over_seeds(results, [&](const seed_result& r) { return measure(r.base); }),
+          meap_studies::tally_over_seeds(results, &seed_result::ntp, &seed_result::meap, measure)};
 }
 
 void print_summary(const std::vector<seed_result>& results, const settings& s) {
+  using meap_studies::format_statistic;
   const std::size_t n = results.size();
   const int rows = s.eval_rows;
   std::printf("\nOver %zu seeds (per seed: one base model, both fine-tuned from it on the same examples in the same "
               "order; %d rows per position): exact match %% mean +- sd, MEAP - NTP per seed, paired t-test, exact "
               "sign-flip test (smallest possible p with %zu seeds: %.3f), seeds with MEAP ahead/behind/level\n\n",
-              n, rows, n, 2.0 / static_cast<double>(std::uint64_t{1} << n));
+              n, rows, n, meap_studies::smallest_sign_flip_p(n));
   std::printf("%-12s | %14s | %14s | %14s | %14s | %6s | %6s | %8s | %s\n", "gold (depth)", "base", "NTP", "MEAP",
               "MEAP - NTP", "t", "p (t)", "p (flip)", "ahead/behind/level");
   const auto D = static_cast<std::size_t>(s.documents);
   for (std::size_t g = 0; g <= D; ++g) {
     const bool all = g == D;
-    const auto at = all ? std::nullopt : std::optional<std::size_t>(g);
-    const auto c = compare(results, rows, at);
-    const auto b = base_summary(results, rows, at);
-    const auto k = tally(results, rows, at);
+    const auto [c, b, k] = statistics_at(results, rows, all ? std::nullopt : std::optional<std::size_t>(g));
     const std::string label = all ? "all" : position_label(g, s.documents);
     std::printf("%-12s | %5.1f +- %5.1f | %5.1f +- %5.1f | %5.1f +- %5.1f | %+5.1f +- %5.1f | %6s | %6s | %8s | "
                 "%d/%d/%d\n",
                 label.c_str(), b.mean, b.sd, c.a.mean, c.a.sd, c.b.mean, c.b.sd, c.difference.mean, c.difference.sd,
-                stat(c.t, "%.2f").c_str(), stat(c.t_p, "%.3f").c_str(), stat(c.sign_flip_p, "%.3f").c_str(), k[0], k[1],
-                k[2]);
+                format_statistic(c.t, "%.2f").c_str(), format_statistic(c.t_p, "%.3f").c_str(),
+                format_statistic(c.sign_flip_p, "%.3f").c_str(), k.ahead, k.behind, k.level);
   }
   std::printf("(p-values are per line and not corrected for the %zu positions tested: at p < 0.05 about one line in "
               "twenty differs by chance alone)\n",
@@ -613,78 +561,56 @@ void print_summary(const std::vector<seed_result>& results, const settings& s) {
       for (std::size_t g = 1; g + 1 < D; ++g) middle += accuracy(sc, rows, g);
       return middle / static_cast<double>(D - 2) - ends;
     };
-    std::vector<double> ntp, meap_values;
-    for (const auto& r : results) {
-      ntp.push_back(middle_minus_ends(r.ntp));
-      meap_values.push_back(middle_minus_ends(r.meap));
-    }
-    const auto c = meap::eval::paired_comparison(ntp, meap_values);
+    const auto c = meap_studies::compare_over_seeds(results, &seed_result::ntp, &seed_result::meap, middle_minus_ends);
     std::printf("\nMiddle positions (2 .. %zu) minus the two ends (1 and %zu), points: NTP %+.1f +- %.1f, MEAP %+.1f +- "
                 "%.1f; MEAP - NTP %+.1f +- %.1f (t %s, p %s; sign-flip p %s)\n",
                 D - 1, D, c.a.mean, c.a.sd, c.b.mean, c.b.sd, c.difference.mean, c.difference.sd,
-                stat(c.t, "%.2f").c_str(), stat(c.t_p, "%.3f").c_str(), stat(c.sign_flip_p, "%.3f").c_str());
+                format_statistic(c.t, "%.2f").c_str(), format_statistic(c.t_p, "%.3f").c_str(),
+                format_statistic(c.sign_flip_p, "%.3f").c_str());
   }
-  std::vector<double> ntp_tokens, meap_tokens, ntp_time, meap_time;
-  for (const auto& r : results) {
-    ntp_tokens.push_back(static_cast<double>(r.ntp_run.tokens));
-    meap_tokens.push_back(static_cast<double>(r.meap_run.tokens));
-    ntp_time.push_back(r.ntp_run.seconds);
-    meap_time.push_back(r.meap_run.seconds);
-  }
-  const auto nt = meap::eval::summarize(ntp_tokens), mt = meap::eval::summarize(meap_tokens);
+  const auto mean_over_seeds = [&](auto value) { return meap_studies::summarize_over_seeds(results, value).mean; };
+  const double ntp_tokens = mean_over_seeds([](const seed_result& r) { return r.ntp_run.tokens; });
+  const double meap_tokens = mean_over_seeds([](const seed_result& r) { return r.meap_run.tokens; });
   std::printf("Fine-tuning cost per seed: NTP %.0f tokens processed in %.0f s, MEAP %.0f tokens in %.0f s (%.2fx the "
               "tokens; same steps, examples and order)\n",
-              nt.mean, meap::eval::summarize(ntp_time).mean, mt.mean, meap::eval::summarize(meap_time).mean,
-              mt.mean / nt.mean);
+              ntp_tokens, mean_over_seeds([](const seed_result& r) { return r.ntp_run.seconds; }), meap_tokens,
+              mean_over_seeds([](const seed_result& r) { return r.meap_run.seconds; }), meap_tokens / ntp_tokens);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Written atomically: the name holds the previous file or the whole new one, never a part.
-void write_text(const std::filesystem::path& path, const std::string& text) {
-  meap::write_file_atomically(path, std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), text.size()));
-}
-
+// The three CSV files, each written atomically.
 void write_csvs(const std::filesystem::path& directory, const std::vector<seed_result>& results, const settings& s) {
   const int rows = s.eval_rows;
   const auto D = static_cast<std::size_t>(s.documents);
-  std::ostringstream cells;
-  cells << "seed,model,gold_position,depth,correct,first_token_correct,total,accuracy\n";
+  meap_studies::csv_table cells("seed,model,gold_position,depth,correct,first_token_correct,total,accuracy");
   for (const auto& r : results)
     for (const auto& [name, sc] : {std::pair<const char*, const scores*>{"base", &r.base},
                                    std::pair<const char*, const scores*>{"NTP", &r.ntp},
                                    std::pair<const char*, const scores*>{"MEAP", &r.meap}})
       for (std::size_t g = 0; g < D; ++g)
-        cells << r.seed << ',' << name << ',' << g + 1 << ',' << static_cast<double>(g) / static_cast<double>(D - 1)
-              << ',' << (*sc)[g].correct << ',' << (*sc)[g].first_token << ',' << rows << ','
-              << static_cast<double>((*sc)[g].correct) / rows << '\n';
-  write_text(directory / "finetune_study.csv", cells.str());
+        cells.row(r.seed, name, g + 1, static_cast<double>(g) / static_cast<double>(D - 1), (*sc)[g].correct,
+                  (*sc)[g].first_token, rows, static_cast<double>((*sc)[g].correct) / rows);
+  cells.write(directory / "finetune_study.csv");
 
-  std::ostringstream summary;
-  summary << "gold_position,seeds,base_mean,base_sd,ntp_mean,ntp_sd,meap_mean,meap_sd,difference_mean,difference_sd,t,"
-             "p_t,p_sign_flip,meap_ahead,meap_behind,level\n";
+  meap_studies::csv_table summary(
+      "gold_position,seeds,base_mean,base_sd,ntp_mean,ntp_sd,meap_mean,meap_sd,difference_mean,difference_sd,t,p_t,"
+      "p_sign_flip,meap_ahead,meap_behind,level");
   for (std::size_t g = 0; g <= D; ++g) {
     const bool all = g == D;
-    const auto at = all ? std::nullopt : std::optional<std::size_t>(g);
-    const auto c = compare(results, rows, at);
-    const auto b = base_summary(results, rows, at);
-    const auto k = tally(results, rows, at);
-    summary << (all ? std::string("all") : std::to_string(g + 1)) << ',' << results.size() << ',' << b.mean << ','
-            << b.sd << ',' << c.a.mean << ',' << c.a.sd << ',' << c.b.mean << ',' << c.b.sd << ',' << c.difference.mean
-            << ',' << c.difference.sd << ',' << c.t << ',' << c.t_p << ',' << c.sign_flip_p << ',' << k[0] << ','
-            << k[1] << ',' << k[2] << '\n';
+    const auto [c, b, k] = statistics_at(results, rows, all ? std::nullopt : std::optional<std::size_t>(g));
+    summary.row(all ? std::string("all") : std::to_string(g + 1), results.size(), b, c, k.ahead, k.behind, k.level);
   }
-  write_text(directory / "finetune_study_summary.csv", summary.str());
+  summary.write(directory / "finetune_study_summary.csv");
 
-  std::ostringstream runs;
-  runs << "seed,objective,steps,row_length,tokens,loss_tokens,masked,duplicated_examples,last_epoch_loss,seconds,"
-          "pretrain_loss,pretrain_seconds\n";
+  meap_studies::csv_table runs(
+      "seed,objective,steps,row_length,tokens,loss_tokens,masked,duplicated_examples,last_epoch_loss,seconds,"
+      "pretrain_loss,pretrain_seconds");
   for (const auto& r : results)
     for (const auto& [name, run] : {std::pair<const char*, const run_summary*>{"ntp", &r.ntp_run},
                                     std::pair<const char*, const run_summary*>{"meap", &r.meap_run}})
-      runs << r.seed << ',' << name << ',' << run->steps << ',' << run->row_length << ',' << run->tokens << ','
-           << run->loss_tokens << ',' << run->masked << ',' << run->duplicated << ',' << run->final_loss << ','
-           << run->seconds << ',' << r.pretrain_loss << ',' << r.pretrain_seconds << '\n';
-  write_text(directory / "finetune_study_runs.csv", runs.str());
+      runs.row(r.seed, name, run->steps, run->row_length, run->tokens, run->loss_tokens, run->masked, run->duplicated,
+               run->final_loss, run->seconds, r.pretrain_loss, r.pretrain_seconds);
+  runs.write(directory / "finetune_study_runs.csv");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -692,15 +618,8 @@ int run(int argc, char** argv) {
   int exit_code = -1;
   const settings s = parse_arguments(argc, argv, exit_code);
   if (exit_code >= 0) return exit_code;
-  std::error_code ec;
-  std::filesystem::create_directories(s.out, ec);
-  if (ec || !std::filesystem::is_directory(s.out))
-    meap::throw_argument_error(program, "--out", s.out.string(),
-                               "a directory that exists or can be created" + (ec ? " (" + ec.message() + ")" : std::string()));
-  {  // writable: found now, not after the training
-    write_text(s.out / ".finetune_study.write_test", "probe\n");
-    std::filesystem::remove(s.out / ".finetune_study.write_test", ec);
-  }
+  meap_studies::keep_freed_memory();
+  meap_studies::prepare_output_directory(program, "--out", s.out);
   const task t = make_task(s);
   const auto config = base_config(t, s);
   const std::int32_t mask_id = base_vocab;  // the row grow_vocabulary adds
@@ -714,13 +633,11 @@ int run(int argc, char** argv) {
               s.filler > 0 ? (", " + std::to_string(s.filler) + " filler").c_str() : "",
               static_cast<long long>(t.context_length), s.answer_tokens, s.documents);
   const task longest_pretraining = t.with_documents(s.pretrain_documents);
-  std::printf("base model: %lld-parameter LLaMA (d_model %lld, %lld layers, %lld heads, %lld kv heads, ffn %lld, vocab "
-              "%lld, max_seq %lld), pretrained with plain NTP for %lld steps of %d rows, each row %s documents and "
-              "all their questions with answers (up to %lld tokens), labels on the answers only\n",
-              static_cast<long long>(config.parameter_count()), static_cast<long long>(config.d_model),
-              static_cast<long long>(config.layers), static_cast<long long>(config.heads),
-              static_cast<long long>(config.kv_heads), static_cast<long long>(config.ffn),
-              static_cast<long long>(config.vocab), static_cast<long long>(config.max_seq),
+  std::printf("base model: %s with %lld kv heads, ffn %lld and max_seq %lld, pretrained with plain NTP for %lld steps "
+              "of %d rows, each row %s documents and all their questions with answers (up to %lld tokens), labels on "
+              "the answers only\n",
+              meap_studies::describe_model(config).c_str(), static_cast<long long>(config.kv_heads),
+              static_cast<long long>(config.ffn), static_cast<long long>(config.max_seq),
               static_cast<long long>(s.pretrain_steps), s.pretrain_rows,
               (s.pretrain_documents == 2 ? std::string("2") : "2 to " + std::to_string(s.pretrain_documents)).c_str(),
               static_cast<long long>(longest_pretraining.pretrain_row_length() - 1));
@@ -738,44 +655,34 @@ int run(int argc, char** argv) {
               "exact match; %d seed%s from %llu; %d CPU thread%s\n",
               s.eval_rows, s.documents, s.seeds, s.seeds == 1 ? "" : "s", static_cast<unsigned long long>(s.seed),
               s.threads, s.threads == 1 ? "" : "s");
-  std::fflush(stdout);
+  const auto study = meap_studies::run_seeds<seed_result>(
+      s.seed, s.seeds,
+      [&](const meap_studies::seed_context& seed, seed_result& r) {
+        const auto seed_start = std::chrono::steady_clock::now();
+        const streams st = streams_of(seed.seed);
+        seed.say("pretraining the base model");
+        model_t base(config);
+        base.initialize(seed.seed);
+        r.pretrain_loss = pretrain(base, t, st, s);
+        r.pretrain_seconds = meap::run::seconds_since(seed_start);
+        const auto evaluation = evaluation_set(t, st, s);
+        r.base = evaluate(base, evaluation);
 
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<seed_result> results;
-  for (int i = 0; i < s.seeds; ++i) {
-    seed_result r;
-    r.seed = s.seed + static_cast<std::uint64_t>(i);
-    const auto seed_start = std::chrono::steady_clock::now();
-    const streams st = streams_of(r.seed);
-    std::fprintf(stderr, "seed %llu (%d of %d): pretraining the base model\n", static_cast<unsigned long long>(r.seed),
-                 i + 1, s.seeds);
-    model_t base(config);
-    base.initialize(r.seed);
-    r.pretrain_loss = pretrain(base, t, st, s);
-    r.pretrain_seconds = seconds_since(seed_start);
-    const auto evaluation = evaluation_set(t, st, s);
-    r.base = evaluate(base, evaluation);
-
-    const auto examples = finetune_examples(t, st, s);
-    for (const auto objective : {meap::train::finetune_objective::ntp, meap::train::finetune_objective::meap}) {
-      const bool is_meap = objective == meap::train::finetune_objective::meap;
-      std::fprintf(stderr, "seed %llu: fine-tuning %s\n", static_cast<unsigned long long>(r.seed), is_meap ? "MEAP" : "NTP");
-      // Both copies: the base model with [MASK] added, the same for both objectives.
-      auto model = meap::nn::grow_vocabulary(base, 1);
-      auto summary = finetune(model, objective, examples, t, r.seed, mask_id, s);
-      (is_meap ? r.meap_run : r.ntp_run) = summary;
-      (is_meap ? r.meap : r.ntp) = evaluate(model, evaluation);
-    }
-    r.seconds = seconds_since(seed_start);
-    print_seed_table(r, s);
-    std::fflush(stdout);
-    results.push_back(r);
-    write_csvs(s.out, results, s);  // after every seed: a stopped study keeps what it measured
-    const double elapsed = seconds_since(start);
-    if (i + 1 < s.seeds)
-      std::fprintf(stderr, "seed %llu done in %.0f s; ETA %s\n", static_cast<unsigned long long>(r.seed), r.seconds,
-                   meap_examples::format_duration(elapsed / (i + 1) * (s.seeds - i - 1)).c_str());
-  }
+        const auto examples = finetune_examples(t, st, s);
+        for (const auto objective : {meap::train::finetune_objective::ntp, meap::train::finetune_objective::meap}) {
+          const bool is_meap = objective == meap::train::finetune_objective::meap;
+          seed.say(is_meap ? "fine-tuning MEAP" : "fine-tuning NTP");
+          // Both copies: the base model with [MASK] added, the same for both objectives.
+          auto model = meap::nn::grow_vocabulary(base, 1);
+          auto summary = finetune(model, objective, examples, t, seed.seed, mask_id, s);
+          (is_meap ? r.meap_run : r.ntp_run) = summary;
+          (is_meap ? r.meap : r.ntp) = evaluate(model, evaluation);
+        }
+      },
+      [&](const std::vector<seed_result>& so_far) {
+        print_seed_table(so_far.back(), s);
+        write_csvs(s.out, so_far, s);
+      });
 
   std::printf("\nChance: a uniform guess of the %d-token answer among the %d value ids is right with probability "
               "%.1e (first token %.1f%%); copying the value of a document chosen at random, without matching the "
@@ -783,7 +690,7 @@ int run(int argc, char** argv) {
               s.answer_tokens, V.count, std::pow(1.0 / V.count, s.answer_tokens), 100.0 / V.count,
               100.0 / s.documents, s.documents);
   if (s.seeds > 1) {
-    print_summary(results, s);
+    print_summary(study.results, s);
   } else {
     std::printf("One seed shows what this seed's models did, not whether MEAP helps: the seed-to-seed spread is larger "
                 "than most differences in the table. For the comparison run several seeds (--seeds 4 or more).\n");
@@ -795,14 +702,14 @@ int run(int argc, char** argv) {
               s.seeds, s.seeds == 1 ? "" : "s", static_cast<long long>(config.parameter_count()));
   std::printf("wrote %s, finetune_study_summary.csv and finetune_study_runs.csv\n",
               (s.out / "finetune_study.csv").string().c_str());
-  std::printf("time: %s (%.0f s) for %d seed%s\n", meap_examples::format_duration(seconds_since(start)).c_str(),
-              seconds_since(start), s.seeds, s.seeds == 1 ? "" : "s");
+  std::printf("time: %s (%.0f s) for %d seed%s\n", meap::run::format_duration(study.seconds).c_str(), study.seconds,
+              s.seeds, s.seeds == 1 ? "" : "s");
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return meap_examples::guarded_main(program, "use fewer --eval-rows or a smaller --pretrain-rows / --batch",
-                                     [&] { return run(argc, argv); });
+  return meap::run::guarded_main(program, "use fewer --eval-rows or a smaller --pretrain-rows / --batch",
+                                 [&] { return run(argc, argv); });
 }

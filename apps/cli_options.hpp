@@ -1,4 +1,4 @@
-// examples/cli_options.hpp: the CLI11 validators meap's programs share (meap_pretrain,
+// apps/cli_options.hpp: the CLI11 validators meap's programs share (meap_pretrain,
 // meap_finetune, meap_eval, meap_demo, meap_finetune_study).
 #pragma once
 
@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-namespace meap_examples {
+namespace meap_apps {
 
 // Integer counts from 1 (or 0) up to a bound no run reaches, with a readable message.
 inline constexpr std::int64_t huge_count = std::int64_t{1} << 40;
@@ -22,4 +22,4 @@ inline const CLI::Validator unsigned_64(
     },
     "UINT64");
 
-}  // namespace meap_examples
+}  // namespace meap_apps

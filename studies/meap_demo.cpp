@@ -3,19 +3,24 @@
 // one with MEAP (15% of input tokens replaced by [MASK], same NTP loss), on a synthetic multi-query
 // associative recall task, then measures retrieval accuracy by context length and needle depth.
 //
-//   meap_demo [--steps N] [--seed S] [--out DIR] [--quick]
+//   meap_demo [--steps N] [--seed S] [--seeds N] [--out DIR] [--quick]
 //
 // Prints the table, writes DIR/meap_demo.csv and, when gnuplot is installed, DIR/meap_demo.png.
-// The task, the vocabulary and the settings are explained in docs/demo.md.
+// The task, the vocabulary and the settings are explained in docs/demo.md. Both models train
+// through the library's trainer (meap::train::pretrainer); the seed loop, the paired statistics,
+// the CSV files and the plot are the studies' harness (studies/harness.hpp).
+#include "harness.hpp"
+
 #include <meap/eval/attention_analysis.hpp>
 #include <meap/eval/likelihood.hpp>
-#include <meap/eval/statistics.hpp>
 #include <meap/meap.hpp>
 #include <meap/nn/llama.hpp>
+#include <meap/run/program.hpp>
+#include <meap/train/pretrain.hpp>
 
 #include <CLI/CLI.hpp>
 
-#include "cli_options.hpp"
+#include "command_line.hpp"
 
 #include <algorithm>
 #include <array>
@@ -23,10 +28,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <optional>
-#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -149,28 +152,22 @@ settings parse_arguments(int argc, char** argv, int& exit_code) {
   CLI::App app{"meap_demo: NTP against MEAP on multi-query associative recall, trained and evaluated on the CPU"};
   app.add_option("--steps", steps, "optimizer steps per model (default 4000; --quick: 400)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
-  app.add_option("--seed", s.seed, "initialization, data and masking seed")
-      ->check(meap_examples::unsigned_64)
-      ->capture_default_str();
-  app.add_option("--seeds", s.seeds,
-                 "how many seeds, from --seed on: 1 shows one pair of models; the study (docs/fidelity.md) runs 5 or more "
-                 "and reports mean, spread and paired tests")
-      ->check(CLI::Range(1, 24))
-      ->capture_default_str();
-  app.add_option("--out", out, "where meap_demo.csv and meap_demo.png go")->capture_default_str();
+  meap_studies::add_seed_options(
+      app, s.seed, s.seeds, out, s.quick,
+      {.seed = "initialization, data and masking seed",
+       .seeds = "how many seeds, from --seed on: 1 shows one pair of models; the study (docs/fidelity.md) runs 5 or "
+                "more and reports mean, spread and paired tests",
+       .out = "where meap_demo.csv and meap_demo.png go",
+       .quick = "a ~1 minute smoke run: fewer steps and evaluation rows"});
   app.add_option("--loss", loss,
                  "full: next-token loss on every position, as the method trains; answers: only the query answers "
                  "carry a label, as Zoology trains MQAR")
       ->check(CLI::IsMember({"full", "answers"}))
       ->capture_default_str();
-  app.add_flag("--quick", s.quick, "a ~1 minute smoke run: fewer steps and evaluation rows");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    exit_code = app.exit(e);
+  if (const auto stop = meap_studies::parse_command_line(app, argc, argv)) {
+    exit_code = *stop;
     return s;
   }
-  if (out.empty()) meap::throw_argument_error("meap_demo", "--out", "\"\"", "a directory");
   s.out = out;
   s.answers_only = loss == "answers";
   if (s.quick) s.eval_rows = 32;
@@ -207,18 +204,23 @@ meap::tensor<std::int32_t, meap::cpu> training_batch(std::uint64_t seed, std::ui
   return tokens;
 }
 
-// One training step, built from the same pieces as meap::train::pretrainer::step (masking::apply,
-// forward, fused selective cross-entropy, backward, clipping, AdamW), written out so that a reader
-// sees each of them. With --loss full (the default) every position carries its next token as the
-// label, exactly the method's loss; most targets here (filler, pair tokens, query keys) are random
-// and unpredictable, so the loss stays high and only the answers can be learned. --loss answers
-// labels only the query answers, as Zoology trains MQAR. Both models get the same labels either way.
-double train(const char* name, meap::nn::llama_model<meap::fp32, meap::cpu>& model, std::optional<meap::masking::fixed_ratio> policy,
-             const settings& s, std::uint64_t seed) {
-  meap::adamw_config optimizer_config;
-  optimizer_config.weight_decay = 0.01;
-  meap::adamw<meap::fp32, meap::cpu> optimizer(optimizer_config);
-  const meap::warmup_cosine schedule({3e-3, 3e-4, std::min<std::int64_t>(60, s.steps), s.steps});
+// Trains `model` for s.steps steps through the library's trainer (meap::train::pretrainer: forward,
+// fused selective cross-entropy, backward, gradient-norm clipping, AdamW, the schedule), the
+// trainer the method's runs use. The demo builds each step's batch itself and hands it over as a
+// prepared_batch: the inputs, masked here by meap::masking::apply with the MEAP policy (the same
+// call, keyed the same way, that pretrainer::step(tokens) makes), and the labels, which --loss
+// answers restricts to the query answers, a choice step(tokens) does not offer. With --loss full
+// (the default) every position carries its next token as the label, exactly the method's loss;
+// most targets here (filler, pair tokens, query keys) are random and unpredictable, so the loss
+// stays high and only the answers can be learned. --loss answers labels only the query answers, as
+// Zoology trains MQAR. Both models get the same labels either way.
+void train(const char* name, meap::nn::llama_model<meap::fp32, meap::cpu>& model,
+           std::optional<meap::masking::fixed_ratio> policy, const settings& s, std::uint64_t seed) {
+  meap::train::pretrain_options options;
+  options.optimizer.weight_decay = 0.01;
+  options.schedule = {3e-3, 3e-4, std::min<std::int64_t>(60, s.steps), s.steps};
+  options.clip_norm = 1.0;
+  meap::train::pretrainer<meap::fp32, meap::cpu> trainer(model, std::nullopt, options);  // masks come prepared
   meap::masking::pretraining_options masking;
   masking.seed = seed;
   masking.mask_id = mask_id;
@@ -226,20 +228,23 @@ double train(const char* name, meap::nn::llama_model<meap::fp32, meap::cpu>& mod
   // masked uniformly, as the method does, in the haystack and in the query block alike.
   masking.special_ids = {bos_id, query_id};
 
-  const auto start = std::chrono::steady_clock::now();
+  const auto steps = static_cast<std::uint64_t>(s.steps);
+  const meap_studies::step_progress progress(name, steps, "tokens");
   double smoothed = 0.0, tokens = 0.0;
-  for (std::int64_t step = 0; step < s.steps; ++step) {
-    const auto batch = training_batch(seed + 1000, static_cast<std::uint64_t>(step));
+  for (std::uint64_t step = 0; step < steps; ++step) {
+    const auto batch = training_batch(seed + 1000, step);
     const meap::index_t rows = batch.size(0), length = batch.size(1) - 1;
     meap::tensor<std::int32_t, meap::cpu> input_ids;
+    meap::index_t masked = 0;
     if (policy) {
-      masking.step = static_cast<std::uint64_t>(step);
-      input_ids = std::move(meap::masking::apply(meap::cpu{}, *policy, batch.view(), masking).input_ids);
+      masking.step = step;
+      auto masked_batch = meap::masking::apply(meap::cpu{}, *policy, batch.view(), masking);
+      for (meap::index_t i = 0; i < masked_batch.mask.numel(); ++i) masked += masked_batch.mask.data()[i];
+      input_ids = std::move(masked_batch.input_ids);
     } else {
       input_ids = meap::clone(meap::cpu{}, batch.view().slice(1, 0, length).as_const());
     }
-    auto labels = meap::zeros<std::int32_t>(meap::cpu{}, {rows * length});
-    meap::fill(meap::cpu{}, labels.view(), meap::ignore_index);
+    auto labels = meap::full<std::int32_t>(meap::cpu{}, meap::dims{rows, length}, meap::ignore_index);
     for (meap::index_t b = 0; b < rows; ++b) {
       if (s.answers_only) {
         for (int q = 0; q < queries; ++q) {
@@ -251,33 +256,16 @@ double train(const char* name, meap::nn::llama_model<meap::fp32, meap::cpu>& mod
       }
     }
 
-    model.zero_grad(meap::cpu{});
-    const auto context = model.forward(meap::cpu{}, input_ids.view());
-    meap::tensor<float, meap::cpu> d_hidden(meap::cpu{}, context.hidden.shape());
-    // The head's gradient goes straight into the model's gradient buffer (added to it).
-    const auto loss = meap::linear_cross_entropy<float>(meap::cpu{}, context.hidden.view(), model.head_weight(),
-                                                        labels.view(), d_hidden.view(), model.head_grad(),
-                                                        {.d_weight_write = meap::gradient_write::accumulate});
-    model.backward(meap::cpu{}, context, d_hidden.view());
-    const auto params = model.parameters();
-    const double lr = schedule(step);
-    if (meap::clip_grad_norm(meap::cpu{}, params, 1.0).finite && std::isfinite(loss.loss))
-      optimizer.step(meap::cpu{}, model.store(), lr);
-    else
-      std::fprintf(stderr, "  %s step %lld: non-finite loss or gradient, update skipped\n", name,
-                   static_cast<long long>(step));
+    const auto report = trainer.step(
+        meap::train::prepared_batch{input_ids.view().as_const(), labels.view().as_const(), {}, {}, masked});
+    if (report.skipped)
+      std::fprintf(stderr, "  %s step %llu: update skipped (%s)\n", name, static_cast<unsigned long long>(step),
+                   report.skip_reason.c_str());
 
-    smoothed = step == 0 ? loss.loss : 0.95 * smoothed + 0.05 * loss.loss;
-    tokens += static_cast<double>(rows * length);
-    if ((step + 1) % 100 == 0 || step + 1 == s.steps) {
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(s.steps - step - 1);
-      std::fprintf(stderr, "  %s step %5lld/%lld  loss %.3f  lr %.2e  %5.0f tokens/s  ETA %4.0f s\n", name,
-                   static_cast<long long>(step + 1), static_cast<long long>(s.steps), smoothed, lr, tokens / elapsed,
-                   eta);
-    }
+    smoothed = step == 0 ? report.loss : 0.95 * smoothed + 0.05 * report.loss;
+    tokens += static_cast<double>(report.tokens);
+    if ((step + 1) % 100 == 0 || step + 1 == steps) progress.print(step + 1, smoothed, tokens, report.lr);
   }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,39 +398,34 @@ void print_seed_table(const seed_result& r, int rows) {
 }
 
 // One line of the multi-seed summary: mean +- sd of each model over the seeds, the paired
-// difference and its tests (meap/eval/statistics.hpp).
-meap::eval::paired_result compare(const std::vector<seed_result>& results, int rows, std::optional<std::size_t> length,
-                                  std::optional<std::size_t> depth) {
-  std::vector<double> ntp, meap_values;
-  for (const auto& r : results) {
-    ntp.push_back(accuracy(r.ntp, rows, length, depth));
-    meap_values.push_back(accuracy(r.meap, rows, length, depth));
-  }
-  return meap::eval::paired_comparison(ntp, meap_values);
+// difference and its tests (studies/statistics.hpp).
+meap_studies::paired_result compare(const std::vector<seed_result>& results, int rows,
+                                    std::optional<std::size_t> length, std::optional<std::size_t> depth) {
+  return meap_studies::compare_over_seeds(results, &seed_result::ntp, &seed_result::meap,
+                                          [&](const grid& g) { return accuracy(g, rows, length, depth); });
 }
 
 void print_summary(const std::vector<seed_result>& results, int rows) {
   const std::size_t n = results.size();
   std::printf("\nOver %zu seeds (same initialization and data per seed; %d rows per cell): accuracy %% mean +- sd, "
               "MEAP - NTP per seed, paired t-test and exact sign-flip test (smallest possible p with %zu seeds: %.3f)\n\n",
-              n, rows, n, n <= 24 ? 2.0 / static_cast<double>(std::uint64_t{1} << n) : 0.0);
+              n, rows, n, meap_studies::smallest_sign_flip_p(n));
   std::printf("%10s | %15s | %15s | %15s | %7s | %7s | %9s\n", "T", "NTP", "MEAP", "MEAP - NTP", "t", "p (t)",
               "p (flip)");
+  const auto line = [](const char* label, const meap_studies::paired_result& c) {
+    std::printf("%10s | %6.1f +- %5.1f | %6.1f +- %5.1f | %+6.1f +- %5.1f | %7.2f | %7.3f | %9.3f\n", label, c.a.mean,
+                c.a.sd, c.b.mean, c.b.sd, c.difference.mean, c.difference.sd, c.t, c.t_p, c.sign_flip_p);
+  };
   for (std::size_t li = 0; li <= lengths.size(); ++li) {
     const bool all = li == lengths.size();
     const auto r = compare(results, rows, all ? std::nullopt : std::optional<std::size_t>(li), std::nullopt);
     const std::string label = all ? "all T" : std::to_string(lengths[li]) + (lengths[li] > train_lengths.back() ? "*" : "");
-    std::printf("%10s | %6.1f +- %5.1f | %6.1f +- %5.1f | %+6.1f +- %5.1f | %7.2f | %7.3f | %9.3f\n", label.c_str(),
-                r.a.mean, r.a.sd, r.b.mean, r.b.sd, r.difference.mean, r.difference.sd, r.t, r.t_p, r.sign_flip_p);
+    line(label.c_str(), r);
   }
   std::printf("(* longer than any training row)\n");
   const auto attention_line = [&](const char* name, auto field) {
-    std::vector<double> ntp, meap_values;
-    for (const auto& r : results) {
-      ntp.push_back(100 * field(r.ntp_attention));
-      meap_values.push_back(100 * field(r.meap_attention));
-    }
-    const auto c = meap::eval::paired_comparison(ntp, meap_values);
+    const auto c = meap_studies::compare_over_seeds(results, &seed_result::ntp_attention, &seed_result::meap_attention,
+                                                    [&](const attention_summary& a) { return 100 * field(a); });
     std::printf("%-38s | %6.1f +- %5.1f | %6.1f +- %5.1f | %+6.1f +- %5.1f | %7.2f | %7.3f | %9.3f\n", name, c.a.mean,
                 c.a.sd, c.b.mean, c.b.sd, c.difference.mean, c.difference.sd, c.t, c.t_p, c.sign_flip_p);
   };
@@ -452,74 +435,59 @@ void print_summary(const std::vector<seed_result>& results, int rows) {
   attention_line("needle share of the query (clean)", [](const attention_summary& a) { return a.answer_share_clean; });
 }
 
-// Written atomically: the name holds the previous file or the whole new one, never a part.
-void write_text(const std::filesystem::path& path, const std::string& text) {
-  meap::write_file_atomically(path, std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), text.size()));
-}
-
-// Every cell of every seed, the per-length summary, and the attention metrics per seed.
+// Every cell of every seed, the per-length summary, and the attention metrics per seed; each file
+// written atomically.
 void write_csvs(const std::filesystem::path& directory, const std::vector<seed_result>& results, int rows) {
-  std::ostringstream cells;
-  cells << "seed,model,length,depth_percent,correct,total,accuracy\n";
+  meap_studies::csv_table cells("seed,model,length,depth_percent,correct,total,accuracy");
   for (const auto& r : results)
     for (int m = 0; m < 2; ++m)
       for (std::size_t li = 0; li < lengths.size(); ++li)
         for (std::size_t di = 0; di < depths_percent.size(); ++di) {
           const int c = (m == 0 ? r.ntp : r.meap)[li][di];
-          cells << r.seed << ',' << (m == 0 ? "NTP" : "MEAP") << ',' << lengths[li] << ',' << depths_percent[di] << ','
-                << c << ',' << rows << ',' << static_cast<double>(c) / rows << '\n';
+          cells.row(r.seed, m == 0 ? "NTP" : "MEAP", lengths[li], depths_percent[di], c, rows,
+                    static_cast<double>(c) / rows);
         }
-  write_text(directory / "meap_demo.csv", cells.str());
-  std::ostringstream summary;
-  summary << "length,seeds,ntp_mean,ntp_sd,meap_mean,meap_sd,difference_mean,difference_sd,t,p_t,p_sign_flip\n";
+  cells.write(directory / "meap_demo.csv");
+  meap_studies::csv_table summary(
+      "length,seeds,ntp_mean,ntp_sd,meap_mean,meap_sd,difference_mean,difference_sd,t,p_t,p_sign_flip");
   for (std::size_t li = 0; li <= lengths.size(); ++li) {
     const bool all = li == lengths.size();
-    const auto c = compare(results, rows, all ? std::nullopt : std::optional<std::size_t>(li), std::nullopt);
-    summary << (all ? std::string("all") : std::to_string(lengths[li])) << ',' << results.size() << ',' << c.a.mean
-            << ',' << c.a.sd << ',' << c.b.mean << ',' << c.b.sd << ',' << c.difference.mean << ',' << c.difference.sd
-            << ',' << c.t << ',' << c.t_p << ',' << c.sign_flip_p << '\n';
+    summary.row(all ? std::string("all") : std::to_string(lengths[li]), results.size(),
+                compare(results, rows, all ? std::nullopt : std::optional<std::size_t>(li), std::nullopt));
   }
-  write_text(directory / "meap_demo_summary.csv", summary.str());
-  std::ostringstream attention;
-  attention << "seed,model,pooled_decay,variance_change,answer_share_clean,answer_share_masked\n";
+  summary.write(directory / "meap_demo_summary.csv");
+  meap_studies::csv_table attention("seed,model,pooled_decay,variance_change,answer_share_clean,answer_share_masked");
   for (const auto& r : results)
     for (int m = 0; m < 2; ++m) {
       const auto& a = m == 0 ? r.ntp_attention : r.meap_attention;
-      attention << r.seed << ',' << (m == 0 ? "NTP" : "MEAP") << ',' << a.pooled_decay << ',' << a.variance_change
-                << ',' << a.answer_share_clean << ',' << a.answer_share_masked << '\n';
+      attention.row(r.seed, m == 0 ? "NTP" : "MEAP", a.pooled_decay, a.variance_change, a.answer_share_clean,
+                    a.answer_share_masked);
     }
-  write_text(directory / "meap_demo_attention.csv", attention.str());
+  attention.write(directory / "meap_demo_attention.csv");
 }
 
 // Two panels, accuracy by length (averaged over depths) and by depth (averaged over lengths),
-// mean over the seeds with +- one standard deviation as error bars when there are several, drawn
-// by gnuplot from inline data so the script stands alone.
+// mean over the seeds with +- one standard deviation as error bars when there are several.
 void write_plot(const std::filesystem::path& directory, const std::vector<seed_result>& results, int rows) {
-  if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
-    std::printf("gnuplot not found: skipping the plot (install it with: apt-get install gnuplot-nox)\n");
-    return;
-  }
-  const auto script_path = directory / "meap_demo.gp";
-  const auto png_path = directory / "meap_demo.png";
-  const auto png_temporary = directory / ".meap_demo.png.tmp";  // renamed over the PNG once complete
-  std::ostringstream gp;
-  gp << "$by_length << EOD\n";
+  meap_studies::gnuplot_figure figure;
+  std::ostringstream data;
+  data << "$by_length << EOD\n";
   for (std::size_t li = 0; li < lengths.size(); ++li) {
     const auto c = compare(results, rows, li, std::nullopt);
-    gp << lengths[li] << ' ' << c.a.mean << ' ' << c.a.sd << ' ' << c.b.mean << ' ' << c.b.sd << '\n';
+    data << lengths[li] << ' ' << c.a.mean << ' ' << c.a.sd << ' ' << c.b.mean << ' ' << c.b.sd << '\n';
   }
-  gp << "EOD\n$by_depth << EOD\n";
+  data << "EOD\n$by_depth << EOD\n";
   for (std::size_t di = 0; di < depths_percent.size(); ++di) {
     const auto c = compare(results, rows, std::nullopt, di);
-    gp << depths_percent[di] << ' ' << c.a.mean << ' ' << c.a.sd << ' ' << c.b.mean << ' ' << c.b.sd << '\n';
+    data << depths_percent[di] << ' ' << c.a.mean << ' ' << c.a.sd << ' ' << c.b.mean << ' ' << c.b.sd << '\n';
   }
+  data << "EOD\n";
+  figure.data = data.str();
   const std::string seeds = results.size() == 1 ? "seed " + std::to_string(results[0].seed)
                                                 : std::to_string(results.size()) + " seeds, mean +- sd";
   const char* style = results.size() == 1 ? "with linespoints" : "with yerrorlines";
-  gp << "EOD\n"
-     << "set terminal pngcairo size 1100,450 font 'sans,11'\n"
-     << "set output '" << png_temporary.string() << "'\n"
-     << "set multiplot layout 1,2 title 'meap\\_demo: needle retrieval accuracy, NTP vs MEAP (same init, same data; "
+  std::ostringstream gp;
+  gp << "set multiplot layout 1,2 title 'meap\\_demo: needle retrieval accuracy, NTP vs MEAP (same init, same data; "
      << seeds << ")'\n"
      << "set yrange [0:105]\nset ylabel 'accuracy (%)'\nset grid\nset key bottom left\n"
      << "set xlabel 'context length T (averaged over depths; trained on T <= " << train_lengths.back() << ")'\n"
@@ -532,102 +500,64 @@ void write_plot(const std::filesystem::path& directory, const std::vector<seed_r
      << "plot $by_depth using 1:2:3 " << style << " lw 2 pt 7 title 'NTP', $by_depth using 1:4:5 " << style
      << " lw 2 pt 5 title 'MEAP'\n"
      << "unset multiplot\n";
-  write_text(script_path, gp.str());
-  const std::string command = "gnuplot '" + script_path.string() + "'";
-  std::error_code ec;
-  if (std::system(command.c_str()) != 0 || (std::filesystem::rename(png_temporary, png_path, ec), ec)) {
-    std::filesystem::remove(png_temporary, ec);
-    std::printf("gnuplot failed on %s: no plot written\n", script_path.string().c_str());
-  } else {
-    std::printf("wrote %s\n", png_path.string().c_str());
-  }
+  figure.commands = gp.str();
+  meap_studies::plot_png(directory, "meap_demo", figure);
 }
 
 int run(int argc, char** argv) {
   int exit_code = -1;
   const settings s = parse_arguments(argc, argv, exit_code);
   if (exit_code >= 0) return exit_code;
-  std::error_code ec;
-  std::filesystem::create_directories(s.out, ec);
-  if (ec || !std::filesystem::is_directory(s.out))
-    meap::throw_argument_error("meap_demo", "--out", s.out.string(),
-                               "a directory that exists or can be created" + (ec ? " (" + ec.message() + ")" : std::string()));
-  {  // writable: found now, not after an hour of training
-    write_text(s.out / ".meap_demo.write_test", "probe\n");
-    std::filesystem::remove(s.out / ".meap_demo.write_test", ec);
-  }
+  meap_studies::keep_freed_memory();
+  meap_studies::prepare_output_directory("meap_demo", "--out", s.out);
   const auto config = model_config();
-  std::printf("meap_demo: %lld-parameter LLaMA (d_model %lld, %lld layers, %lld heads, vocab %lld), %lld steps of "
-              "~%lld tokens per model, T cycling over %lld/%lld/%lld/%lld; evaluated at T = 64, 128, 256, 512; "
-              "%d seed%s from %llu\n",
-              static_cast<long long>(config.parameter_count()), static_cast<long long>(config.d_model),
-              static_cast<long long>(config.layers), static_cast<long long>(config.heads),
-              static_cast<long long>(config.vocab), static_cast<long long>(s.steps),
+  std::printf("meap_demo: %s, %lld steps of ~%lld tokens per model, T cycling over %lld/%lld/%lld/%lld; evaluated at "
+              "T = 64, 128, 256, 512; %d seed%s from %llu\n",
+              meap_studies::describe_model(config).c_str(), static_cast<long long>(s.steps),
               static_cast<long long>(tokens_per_step), static_cast<long long>(train_lengths[0]),
               static_cast<long long>(train_lengths[1]), static_cast<long long>(train_lengths[2]),
               static_cast<long long>(train_lengths[3]), s.seeds, s.seeds == 1 ? "" : "s",
               static_cast<unsigned long long>(s.seed));
-  std::fflush(stdout);
-
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<seed_result> results;
-  for (int i = 0; i < s.seeds; ++i) {
-    seed_result r;
-    r.seed = s.seed + static_cast<std::uint64_t>(i);
-    const auto seed_start = std::chrono::steady_clock::now();
-    // Same initialization and same batches for both; only the masking differs.
-    meap::nn::llama_model<meap::fp32, meap::cpu> ntp(config), meap_model(config);
-    ntp.initialize(r.seed);
-    meap_model.initialize(r.seed);
-    std::fprintf(stderr, "seed %llu (%d of %d): training NTP\n", static_cast<unsigned long long>(r.seed), i + 1, s.seeds);
-    train("NTP ", ntp, std::nullopt, s, r.seed);
-    std::fprintf(stderr, "seed %llu: training MEAP (15%% of inputs masked)\n", static_cast<unsigned long long>(r.seed));
-    train("MEAP", meap_model, meap::masking::fixed_ratio{0.15}, s, r.seed);
-    std::fprintf(stderr, "seed %llu: evaluating\n", static_cast<unsigned long long>(r.seed));
-    r.ntp = evaluate(ntp, s, r.seed);
-    r.meap = evaluate(meap_model, s, r.seed);
-    r.ntp_attention = analyze(ntp, s, r.seed);
-    r.meap_attention = analyze(meap_model, s, r.seed);
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - seed_start).count();
-    print_seed_table(r, s.eval_rows);
-    std::fflush(stdout);
-    results.push_back(r);
-    // The CSVs after every seed: a long study that is stopped keeps what it measured.
-    write_csvs(s.out, results, s.eval_rows);
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (i + 1 < s.seeds)
-      std::fprintf(stderr, "seed %llu done in %.0f s; ETA %.0f s\n", static_cast<unsigned long long>(r.seed), r.seconds,
-                   elapsed / (i + 1) * (s.seeds - i - 1));
-  }
+  const auto study = meap_studies::run_seeds<seed_result>(
+      s.seed, s.seeds,
+      [&](const meap_studies::seed_context& seed, seed_result& r) {
+        // Same initialization and same batches for both; only the masking differs.
+        meap::nn::llama_model<meap::fp32, meap::cpu> ntp(config), meap_model(config);
+        ntp.initialize(seed.seed);
+        meap_model.initialize(seed.seed);
+        seed.say("training NTP");
+        train("NTP", ntp, std::nullopt, s, seed.seed);
+        seed.say("training MEAP (15% of inputs masked)");
+        train("MEAP", meap_model, meap::masking::fixed_ratio{0.15}, s, seed.seed);
+        seed.say("evaluating");
+        r.ntp = evaluate(ntp, s, seed.seed);
+        r.meap = evaluate(meap_model, s, seed.seed);
+        r.ntp_attention = analyze(ntp, s, seed.seed);
+        r.meap_attention = analyze(meap_model, s, seed.seed);
+      },
+      [&](const std::vector<seed_result>& so_far) {
+        print_seed_table(so_far.back(), s.eval_rows);
+        write_csvs(s.out, so_far, s.eval_rows);
+      });
   std::printf("\nChance: %.1f%% for a uniform guess among the %d values, %.1f%% for a guess among the %d values "
               "in the row.\n", 100.0 / value_count, value_count, 100.0 / pairs, pairs);
   if (s.seeds > 1) {
-    print_summary(results, s.eval_rows);
+    print_summary(study.results, s.eval_rows);
   } else {
     std::printf("One seed shows what this seed's two models did, not whether MEAP helps: floating-point differences "
                 "between machines change the trajectories, and seed-to-seed spread is larger than most gaps in the "
                 "table. For the comparison run the study: meap_demo --seeds 8 (docs/fidelity.md).\n");
   }
   std::printf("wrote %s, meap_demo_summary.csv and meap_demo_attention.csv\n", (s.out / "meap_demo.csv").string().c_str());
-  write_plot(s.out, results, s.eval_rows);
-  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("time: %.0f s for %d seed%s\n", total, s.seeds, s.seeds == 1 ? "" : "s");
+  write_plot(s.out, study.results, s.eval_rows);
+  std::printf("time: %.0f s for %d seed%s\n", study.seconds, s.seeds, s.seeds == 1 ? "" : "s");
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const meap::error& e) {  // a bad argument: the message names it
-    std::fprintf(stderr, "%s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "meap_demo: %s\n", e.what());
-    return 1;
-  } catch (...) {
-    std::fprintf(stderr, "meap_demo: unknown error\n");
-    return 1;
-  }
+  // Its memory is the same for every option (a 140k-parameter model, 16 evaluation rows at a time).
+  return meap::run::guarded_main("meap_demo", "it needs well under 1 GB: free some memory",
+                                 [&] { return run(argc, argv); });
 }
